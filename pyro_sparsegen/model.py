@@ -1,16 +1,51 @@
 """The generator as a Pyro model: ``z ~ SpikeAndSlab`` (annealed), ``x ~ N(g(z), sigma^2 I)``."""
 
+import math
 import numbers
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from torch.distributions import Distribution
 
 from . import schedules as schedules_
 from .distributions import SpikeAndSlab
 
 LIKELIHOODS = ("normal", "bernoulli")
+
+
+class _IsotropicNormal(dist.Normal):
+    """``Normal(loc, scale)`` with one Python-number ``scale`` for every element.
+
+    Same distribution as :class:`pyro.distributions.Normal`, but ``log_prob`` works with the
+    number: torch's version broadcasts the scale to the full image batch and squares and logs
+    it at every call, which at every Langevin step costs as much as the network's last layer.
+    """
+
+    def __init__(self, loc, scale, validate_args=None):
+        # Normal.__init__ would build a new scale tensor and broadcast both at every call;
+        # Distribution.__init__ still validates loc and scale when validation is on.
+        self._set_constants(scale)
+        self.loc = loc
+        self.scale = loc.new_tensor(self._scale_number).expand(loc.shape)
+        Distribution.__init__(self, loc.shape, validate_args=validate_args)
+
+    def _set_constants(self, scale):
+        self._scale_number = float(scale)
+        self._inv_scale = 1.0 / self._scale_number
+        self._log_normalizer = math.log(self._scale_number) + 0.5 * math.log(2 * math.pi)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(_IsotropicNormal, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new._set_constants(self._scale_number)
+        return new
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return -0.5 * ((value - self.loc) * self._inv_scale) ** 2 - self._log_normalizer
 
 
 class SparseGenerator(PyroModule):
@@ -55,6 +90,8 @@ class SparseGenerator(PyroModule):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         self.network = network
+        # Fixed at construction, so a wrapped network (DistributedDataParallel) can stand in.
+        self.__dict__["_sizes"] = (int(network.latent_dim), tuple(network.image_shape))
         self.schedule = schedule
         self.noise_scale = float(noise_scale)
         self.likelihood_kind = likelihood
@@ -62,11 +99,11 @@ class SparseGenerator(PyroModule):
 
     @property
     def latent_dim(self):
-        return self.network.latent_dim
+        return self.__dict__["_sizes"][0]
 
     @property
     def image_shape(self):
-        return tuple(self.network.image_shape)
+        return self.__dict__["_sizes"][1]
 
     @property
     def iteration(self):
@@ -110,19 +147,25 @@ class SparseGenerator(PyroModule):
         if self.likelihood_kind == "bernoulli":
             base = dist.Bernoulli(probs=mean.clamp(1e-6, 1 - 1e-6), validate_args=False)
         else:
-            base = dist.Normal(mean, self.noise_scale)
+            base = _IsotropicNormal(mean, self.noise_scale)
         return base.to_event(len(self.image_shape))
 
     def _latent_dist(self):
         """The site distribution for one image: event shape ``[latent_dim]``."""
         prior = self.prior()
         d = self.latent_dim
+        cached = self.__dict__.get("_latent_cache")
+        if cached is not None and cached[0] is prior and cached[1] == d:
+            return cached[2]  # the same prior object as last call (prior() caches it)
         if prior.event_shape == torch.Size([d]):
-            return prior
-        if prior.event_shape != torch.Size():
+            latent = prior
+        elif prior.event_shape != torch.Size():
             raise ValueError(f"prior() must have event shape () or ({d},), "
                              f"got {tuple(prior.event_shape)}")
-        return prior.expand(torch.Size([d])).to_event(1)
+        else:
+            latent = prior.expand(torch.Size([d])).to_event(1)
+        self.__dict__["_latent_cache"] = (prior, d, latent)
+        return latent
 
     def _num_images(self, x, num_images):
         if x is not None:

@@ -1,0 +1,255 @@
+"""One HDF5 file per run: weights, optimizer, schedule position, RNG states, config, metrics.
+
+Written atomically: a temporary file in the same folder, flushed and fsynced, then
+``os.replace``d over the previous checkpoint, so an interrupted write never damages it.
+"""
+
+import importlib
+import json
+import os
+import random
+import tempfile
+import time
+
+import h5py
+import numpy as np
+import torch
+
+FORMAT = "pyro_sparsegen.checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit what is asked of it."""
+
+
+def _package_version():
+    from . import __version__
+
+    return __version__
+
+
+def class_path(obj_or_cls):
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_class(path):
+    module, _, qualname = path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise CheckpointError(f"cannot import model class {path!r} recorded in the checkpoint "
+                              f"({e}); import the module that defines it first") from None
+    return obj
+
+
+# -- tensors and nested state in HDF5 --
+def _write_tensors(group, tensors):
+    for name, value in tensors.items():
+        group.create_dataset(name.replace("/", "|"), data=value.detach().cpu().numpy())
+
+
+def _read_tensors(group):
+    return {name.replace("|", "/"): torch.from_numpy(np.asarray(group[name][()]))
+            for name in group}
+
+
+def _write_optimizer(group, state_dict):
+    group.attrs["param_groups"] = json.dumps(state_dict["param_groups"])
+    states = group.create_group("state")
+    for index, state in state_dict["state"].items():
+        g = states.create_group(str(index))
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                g.create_dataset(key, data=value.detach().cpu().numpy())
+            else:
+                g.attrs[key] = json.dumps(value)
+
+
+def _read_optimizer(group):
+    state = {}
+    for index in group["state"]:
+        g = group["state"][index]
+        entry = {key: torch.from_numpy(np.asarray(g[key][()])) for key in g}
+        entry.update({key: json.loads(v) for key, v in g.attrs.items()})
+        state[int(index)] = entry
+    return {"state": state, "param_groups": json.loads(group.attrs["param_groups"])}
+
+
+def _rng_states():
+    states = {"python": random.getstate(), "numpy": np.random.get_state(),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _write_rng(group, states):
+    version, internal, gauss = states["python"]
+    group.create_dataset("python", data=np.asarray(internal, dtype=np.uint64))
+    group.attrs["python_version"] = version
+    group.attrs["python_gauss"] = json.dumps(gauss)
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    group.create_dataset("numpy", data=keys)
+    group.attrs["numpy"] = json.dumps([kind, int(pos), int(has_gauss), float(cached)])
+    group.create_dataset("torch", data=states["torch"].numpy())
+    for i, s in enumerate(states.get("cuda", [])):
+        group.create_dataset(f"cuda{i}", data=s.numpy())
+
+
+def _read_rng(group):
+    states = {"python": (int(group.attrs["python_version"]),
+                         tuple(int(v) for v in group["python"][()]),
+                         json.loads(group.attrs["python_gauss"]))}
+    kind, pos, has_gauss, cached = json.loads(group.attrs["numpy"])
+    states["numpy"] = (kind, group["numpy"][()], pos, has_gauss, cached)
+    states["torch"] = torch.from_numpy(group["torch"][()])
+    cuda = sorted((k for k in group if k.startswith("cuda")), key=lambda k: int(k[4:]))
+    if cuda:
+        states["cuda"] = [torch.from_numpy(group[k][()]) for k in cuda]
+    return states
+
+
+def restore_rng(states):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        cuda = states["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# -- the file --
+def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extra=None,
+         before_replace=None):
+    """Write a checkpoint atomically.
+
+    :param model: the model (its class is recorded; its ``state_dict`` and
+        ``network.config()`` are stored).
+    :param dict config: the run's configuration (JSON-serialisable).
+    :param optimizer: a torch optimizer or ``None``.
+    :param dict progress: ``epoch``, ``iteration``, ``batch_in_epoch`` and any numbers.
+    :param metrics: the metrics history (list of dicts).
+    :param dict extra: more JSON-serialisable attributes.
+    :param before_replace: a callable run after the temporary file is complete and before it
+        replaces ``path`` (tests use it to interrupt a write).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["package_version"] = _package_version()
+            f.attrs["model_class"] = class_path(model)
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            f.attrs["config"] = json.dumps(config)
+            f.attrs["network"] = json.dumps(model.network.config())
+            f.attrs["model_options"] = json.dumps(model_options(model))
+            f.attrs["progress"] = json.dumps(progress or {})
+            f.attrs["metrics"] = json.dumps(list(metrics))
+            f.attrs["extra"] = json.dumps(extra or {})
+            _write_tensors(f.create_group("model"), model.state_dict())
+            if optimizer is not None:
+                _write_optimizer(f.create_group("optimizer"), optimizer.state_dict())
+            _write_rng(f.create_group("rng"), _rng_states())
+            f.flush()
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, path)
+        try:
+            dir_fd = os.open(folder, os.O_RDONLY)
+            os.fsync(dir_fd)
+            os.close(dir_fd)
+        except OSError:
+            pass
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def model_options(model):
+    """Constructor options of a generator model (besides its network)."""
+    options = {}
+    if hasattr(model, "schedule"):
+        options["schedule"] = model.schedule.to_dict()
+    for name in ("noise_scale", "likelihood_kind", "iteration"):
+        if hasattr(model, name):
+            options[name] = getattr(model, name)
+    if hasattr(model, "checkpoint_options"):
+        options.update(model.checkpoint_options())
+    return options
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``attrs`` (config, progress, metrics, ...), ``model_state``,
+    ``optimizer_state``, ``rng``, and :meth:`build_model`."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        name = os.path.basename(self.path)
+        if not os.path.exists(self.path):
+            raise CheckpointError(f"{self.path}: no such checkpoint")
+        try:
+            with h5py.File(self.path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise CheckpointError(f"{name}: not a pyro_sparsegen checkpoint")
+                if int(f.attrs["format_version"]) > FORMAT_VERSION:
+                    raise CheckpointError(f"{name}: written by a newer format version "
+                                          f"({f.attrs['format_version']})")
+                self.model_class = str(f.attrs["model_class"])
+                self.package_version = str(f.attrs["package_version"])
+                self.config = json.loads(f.attrs["config"])
+                self.network = json.loads(f.attrs["network"])
+                self.model_options = json.loads(f.attrs["model_options"])
+                self.progress = json.loads(f.attrs["progress"])
+                self.metrics = json.loads(f.attrs["metrics"])
+                self.extra = json.loads(f.attrs["extra"])
+                self.model_state = _read_tensors(f["model"])
+                self.optimizer_state = _read_optimizer(f["optimizer"]) if "optimizer" in f \
+                    else None
+                self.rng = _read_rng(f["rng"])
+        except CheckpointError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{name}: unreadable or damaged checkpoint ({e})") from None
+
+    def build_model(self, device="cpu"):
+        """Rebuild the model (of the recorded class) with the stored weights."""
+        from .networks import build_network
+        from .schedules import Schedule
+
+        cls = import_class(self.model_class)
+        options = dict(self.model_options)
+        iteration = options.pop("iteration", 0)
+        if "schedule" in options:
+            options["schedule"] = Schedule.from_dict(options["schedule"])
+        if "likelihood_kind" in options:
+            options["likelihood"] = options.pop("likelihood_kind")
+        network = build_network(self.network)
+        if hasattr(cls, "from_checkpoint_options"):
+            model = cls.from_checkpoint_options(network, **options)
+        else:
+            model = cls(network, **options)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{os.path.basename(self.path)}: weights do not fit "
+                                  f"{self.model_class}: {str(e).splitlines()[0]}") from None
+        if hasattr(model, "iteration"):
+            model.iteration = iteration
+        return model.to(device)
+
+
+def load(path):
+    """Read a checkpoint file (raises :class:`CheckpointError` with a one-line reason)."""
+    return Checkpoint(path)

@@ -1,0 +1,318 @@
+"""The ``pyro-sparsegen`` command line: train, encode, sample, reconstruct, analyze.
+
+Every error a user can cause prints one line to stderr and exits non-zero, without a
+traceback. ``torchrun --nproc_per_node=N -m pyro_sparsegen train ...`` trains on N processes.
+"""
+
+import argparse
+import os
+import sys
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise UsageError(message)
+
+
+def _add_common(p):
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser():
+    parser = _Parser(prog="pyro-sparsegen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a sparse generator (alternating back-propagation)")
+    t.add_argument("--data", help="data spec (default mnist5k): mnist5k, digits, idx:DIR, "
+                                  "npz:PATH, h5:PATH, folder:DIR")
+    t.add_argument("--out", default="runs/default", help="run folder (default runs/default)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--latent-dim", type=int)
+    t.add_argument("--network", choices=["mlp", "conv"])
+    t.add_argument("--schedule", help="prior schedule preset: default, dense, authors, spike, "
+                                      "constant")
+    t.add_argument("--final-slab-weight", type=float, help="the schedule's final slab weight")
+    t.add_argument("--spike-scale", type=float, help="the schedule's final spike scale")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--step-size", type=float, help="Langevin step size delta")
+    t.add_argument("--num-steps", type=int, help="Langevin steps per batch K")
+    t.add_argument("--eval-images", type=int, help="held-out images evaluated per epoch")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--config", help="a JSON or TOML config file (flags override it)")
+    _add_common(t)
+
+    e = sub.add_parser("encode", help="infer codes z for a data set and save them to HDF5")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="data spec (default: the run's)")
+    e.add_argument("--split", default="test", choices=["train", "test", "all"])
+    e.add_argument("--out", help="output .h5 (default RUN_DIR/codes_SPLIT.h5)")
+    _add_common(e)
+
+    s = sub.add_parser("sample", help="draw images from the prior")
+    s.add_argument("run_dir")
+    s.add_argument("--num", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output PNG (default RUN_DIR/samples_cli.png)")
+    _add_common(s)
+
+    r = sub.add_parser("reconstruct", help="reconstruct (optionally noisy) test images")
+    r.add_argument("run_dir")
+    r.add_argument("--data", help="data spec (default: the run's)")
+    r.add_argument("--noise", type=float, default=0.0, help="std of added Gaussian noise")
+    r.add_argument("--num", type=int, default=16)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", help="output PNG (default RUN_DIR/reconstruct.png)")
+    _add_common(r)
+
+    a = sub.add_parser("analyze", help="ArviZ analysis of posterior sparsity and code usage")
+    a.add_argument("run_dir")
+    a.add_argument("--data", help="data spec (default: the run's)")
+    a.add_argument("--split", default="test", choices=["train", "test", "all"])
+    a.add_argument("--images", type=int, default=256)
+    a.add_argument("--chains", type=int, default=4)
+    a.add_argument("--draws", type=int, default=200)
+    a.add_argument("--warmup", type=int, default=None)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
+    _add_common(a)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------
+def _positive(name, value, allow_zero=False):
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UsageError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, "
+                         f"got {value}")
+
+
+def _writable_file(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{folder}: output folder is not writable")
+    return path
+
+
+def _train_config(args):
+    from .config import TrainConfig
+
+    if args.resume:
+        from .training import load_run
+
+        _, config, _ = load_run(args.out)
+    elif args.config:
+        config = TrainConfig.from_file(args.config)
+    else:
+        config = TrainConfig()
+    overrides = {
+        ("data", "spec"): args.data, ("optim", "epochs"): args.epochs,
+        ("network", "latent_dim"): args.latent_dim, ("network", "type"): args.network,
+        ("prior", "preset"): args.schedule, ("prior", "final_slab_weight"):
+            args.final_slab_weight, ("prior", "spike_scale"): args.spike_scale,
+        ("optim", "batch_size"): args.batch_size, ("optim", "lr"): args.lr,
+        ("langevin", "step_size"): args.step_size, ("langevin", "num_steps"): args.num_steps,
+        ("data", "eval_images"): args.eval_images,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if args.seed is not None:
+        config.seed = args.seed
+    if args.device is not None:
+        config.device = args.device
+    return config.validate()
+
+
+def _init_distributed(config):
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if config.device.startswith("cuda") or (
+        config.device == "auto" and torch.cuda.is_available()) else "gloo"
+    dist.init_process_group(backend)
+    return dist
+
+
+def cmd_train(args):
+    from .training import train
+
+    if args.resume and (args.config or args.data):
+        raise UsageError("--resume continues the run in --out with its own config and data; "
+                         "drop --config/--data")
+    config = _train_config(args)
+    if not args.resume and os.path.exists(os.path.join(args.out, "checkpoint.h5")):
+        raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
+                         "choose another --out")
+    dist = _init_distributed(config)
+    try:
+        result = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    finally:
+        if dist is not None:
+            dist.destroy_process_group()
+    if result.interrupted:
+        print(f"interrupted: checkpoint saved to {result.checkpoint}; continue with "
+              f"pyro-sparsegen train --out {args.out} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.metrics:
+        last = result.metrics[-1]
+        print(f"done: epoch {last['epoch']}, test MSE {last['test_mse']:.4f}, zeroed MSE "
+              f"{last['zeroed_mse']:.4f}, inactive {last['inactive_fraction_threshold']:.1%} "
+              f"(|z|<=0.2) / {last['inactive_fraction_inclusion']:.1%} (inclusion<0.5); "
+              f"wrote {args.out}")
+    return 0
+
+
+def _load(args):
+    import torch
+
+    from .training import load_run, resolve_device
+
+    config_device = args.device or "auto"
+    device = resolve_device(config_device)
+    model, config, state = load_run(args.run_dir, device=device)
+    if getattr(args, "seed", None) is not None:
+        torch.manual_seed(args.seed)
+    return model, config, state, device
+
+
+def _check_shape(model, data):
+    if tuple(data.image_shape) != tuple(model.image_shape):
+        raise UsageError(f"data {data.name!r} has images {tuple(data.image_shape)}, but the "
+                         f"model generates {tuple(model.image_shape)}")
+
+
+def cmd_encode(args):
+    from .encoding import encode_dataset, save_codes
+    from .training import make_encoder
+
+    model, config, state, device = _load(args)
+    from .data import load_data
+
+    data = load_data(args.data or config.data.spec, args.split)
+    _check_shape(model, data)
+    out = _writable_file(args.out or os.path.join(args.run_dir, f"codes_{args.split}.h5"))
+    codes = encode_dataset(model, data, make_encoder(model, config), threshold=config.threshold,
+                           batch_size=config.optim.batch_size, device=device,
+                           progress=not args.quiet)
+    save_codes(out, codes, source=state.path, data=data.name, split=args.split)
+    print(f"wrote {len(data)} codes to {out}")
+    return 0
+
+
+def cmd_sample(args):
+    from . import plots
+
+    _positive("--num", args.num)
+    model, config, state, device = _load(args)
+    out = _writable_file(args.out or os.path.join(args.run_dir, "samples_cli.png"))
+    images, _ = model.generate(args.num)
+    cols = min(16, args.num)
+    rows = [images[i:i + cols].cpu() for i in range(0, args.num, cols)]
+    plots.plot_image_grid(rows, out)
+    print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def cmd_reconstruct(args):
+    import torch
+
+    from . import plots
+    from .data import load_data
+    from .training import active_mask, make_encoder
+
+    _positive("--num", args.num)
+    _positive("--noise", args.noise, allow_zero=True)
+    model, config, state, device = _load(args)
+    data = load_data(args.data or config.data.spec, "test")
+    _check_shape(model, data)
+    out = _writable_file(args.out or os.path.join(args.run_dir, "reconstruct.png"))
+    x = data.images(limit=min(args.num, len(data))).to(device)
+    noisy = (x + args.noise * torch.randn_like(x)).clamp(0, 1) if args.noise else x
+    z = make_encoder(model, config)(noisy)
+    active, _ = active_mask(model, z, config.threshold)
+    with torch.no_grad():
+        recon, zeroed = model.network(z), model.network(z * active)
+    rows = [x.cpu()] + ([noisy.cpu()] if args.noise else []) + [recon.cpu(), zeroed.cpu()]
+    titles = ["test images"] + ([f"noise std {args.noise}"] if args.noise else []) + \
+        ["reconstructions", "inactive coordinates zeroed"]
+    plots.plot_image_grid(rows, out, titles=titles)
+    mse = ((recon - x) ** 2).mean().item()
+    print(f"wrote {out} (MSE against the clean images {mse:.4f})")
+    return 0
+
+
+def cmd_analyze(args):
+    from . import diagnostics
+    from .data import load_data
+
+    for name in ("images", "chains", "draws"):
+        _positive(f"--{name}", getattr(args, name))
+    _positive("--warmup", args.warmup, allow_zero=True)
+    model, config, state, device = _load(args)
+    data = load_data(args.data or config.data.spec, args.split)
+    _check_shape(model, data)
+    out = args.out or os.path.join(args.run_dir, "analysis")
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"{out}: output folder is not writable")
+    import numpy as np
+
+    n = min(args.images, len(data))
+    # a random subset: split files are often sorted by class
+    rows = np.sort(np.random.default_rng(args.seed).choice(len(data), n, replace=False))
+    x = data.batch(rows).to(device)
+    labels = data.labels[rows] if data.labels is not None else None
+    result = diagnostics.analyze(
+        model, x, out, labels=labels, chains=args.chains, draws=args.draws, warmup=args.warmup,
+        source=state.path, step_size=config.langevin.step_size,
+        prior_step=config.langevin.prior_step, progress=not args.quiet)
+    print(f"wrote {out}/idata.nc, summary.md and figures")
+    for key, value in result.items():
+        if isinstance(value, (int, float)):
+            print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "encode": cmd_encode, "sample": cmd_sample,
+            "reconstruct": cmd_reconstruct, "analyze": cmd_analyze}
+
+
+def main(argv=None):
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor")
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("pyro-sparsegen: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UsageError as e:
+        print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError, RuntimeError) as e:
+        from .training import TrainingError
+
+        known = isinstance(e, (ValueError, OSError, TrainingError))
+        if not known:
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"pyro-sparsegen: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

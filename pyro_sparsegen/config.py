@@ -1,0 +1,263 @@
+"""Typed configuration of a training run, one dataclass per concern.
+
+The whole :class:`TrainConfig` is saved into every checkpoint (``to_dict``) and can be read
+from a JSON or TOML file (``from_file``); unknown keys are errors.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from typing import Optional
+
+from . import schedules
+
+NETWORKS = ("mlp", "conv")
+PRESETS = ("default", "dense", "authors", "spike", "constant")
+
+
+class ConfigError(ValueError):
+    """A setting that is out of range or unknown."""
+
+
+def _positive_int(owner, name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_float(owner, name, value, *, allow_zero=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{owner}.{name} must be a {'non-negative' if allow_zero else 'positive'}"
+                          f" finite number, got {value!r}")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    spec: str = "mnist5k"
+    eval_images: Optional[int] = None  # held-out images evaluated per epoch (None: all)
+
+    def validate(self):
+        if not isinstance(self.spec, str) or not self.spec:
+            raise ConfigError(f"data.spec must be a data spec string, got {self.spec!r}")
+        if self.eval_images is not None:
+            _positive_int("data", "eval_images", self.eval_images)
+
+
+@dataclasses.dataclass
+class NetworkConfig:
+    type: str = "mlp"
+    latent_dim: int = 100
+    hidden: tuple = (400,)
+    width: int = 32
+    noise_scale: float = 0.3
+    likelihood: str = "normal"
+
+    def validate(self):
+        if self.type not in NETWORKS:
+            raise ConfigError(f"network.type must be one of {NETWORKS}, got {self.type!r}")
+        _positive_int("network", "latent_dim", self.latent_dim)
+        self.hidden = tuple(self.hidden)
+        for h in self.hidden:
+            _positive_int("network", "hidden", h)
+        _positive_int("network", "width", self.width)
+        _positive_float("network", "noise_scale", self.noise_scale)
+        if self.likelihood not in ("normal", "bernoulli"):
+            raise ConfigError(f"network.likelihood must be 'normal' or 'bernoulli', "
+                              f"got {self.likelihood!r}")
+
+
+@dataclasses.dataclass
+class PriorConfig:
+    """The annealing schedule: a preset (sized to the run's length) or an explicit schedule."""
+
+    preset: str = "default"
+    final_slab_weight: Optional[float] = None  # overrides the preset's floor
+    spike_scale: Optional[float] = None  # overrides the preset's final spike scale
+    schedule: Optional[dict] = None  # an explicit Schedule.to_dict(); wins over the preset
+
+    def validate(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"prior.preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.final_slab_weight is not None and not (
+                isinstance(self.final_slab_weight, (int, float))
+                and 0 <= self.final_slab_weight <= 1):
+            raise ConfigError(f"prior.final_slab_weight must lie in [0, 1], "
+                              f"got {self.final_slab_weight!r}")
+        if self.spike_scale is not None:
+            _positive_float("prior", "spike_scale", self.spike_scale)
+        if self.schedule is not None:
+            try:
+                schedules.Schedule.from_dict(self.schedule)
+            except ValueError as e:
+                raise ConfigError(f"prior.schedule: {e}") from None
+
+
+@dataclasses.dataclass
+class LangevinConfig:
+    step_size: float = 0.05
+    num_steps: int = 30
+    noise: bool = False
+    init: str = "zeros"
+    prior_step: str = "semi-implicit"
+    max_divergence_fraction: float = 0.01  # stop training when more chain-steps diverge
+    sparsify: bool = True  # set coordinates with inclusion probability < 0.5 to exactly 0
+
+    def validate(self):
+        _positive_float("langevin", "step_size", self.step_size)
+        _positive_int("langevin", "num_steps", self.num_steps)
+        if self.init not in ("zeros", "prior", "normal"):
+            raise ConfigError(f"langevin.init must be zeros, prior or normal, got {self.init!r}")
+        if self.prior_step not in ("explicit", "semi-implicit"):
+            raise ConfigError(f"langevin.prior_step must be explicit or semi-implicit, "
+                              f"got {self.prior_step!r}")
+        for name in ("noise", "sparsify"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"langevin.{name} must be true or false, "
+                                  f"got {getattr(self, name)!r}")
+        _positive_float("langevin", "max_divergence_fraction", self.max_divergence_fraction,
+                        allow_zero=True)
+
+    def kernel_options(self):
+        return {"step_size": self.step_size, "num_steps": self.num_steps, "noise": self.noise,
+                "init": self.init, "prior_step": self.prior_step}
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 100
+    epochs: int = 20
+
+    def validate(self):
+        _positive_float("optim", "lr", self.lr)
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"optim.{name} must lie in [0, 1), got {value!r}")
+        _positive_int("optim", "batch_size", self.batch_size)
+        _positive_int("optim", "epochs", self.epochs)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
+    langevin: LangevinConfig = dataclasses.field(default_factory=LangevinConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"
+    threshold: float = 0.2  # |z| above which a coordinate is active
+
+    def validate(self):
+        for section in (self.data, self.network, self.prior, self.langevin, self.optim):
+            section.validate()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        _positive_float("config", "threshold", self.threshold)
+        return self
+
+    def to_dict(self):
+        out = dataclasses.asdict(self)
+        out["network"]["hidden"] = list(self.network.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        kwargs = {}
+        for name, value in data.items():
+            field_type = sections[name].default_factory if sections[name].default_factory \
+                is not dataclasses.MISSING else None
+            if field_type is None:
+                kwargs[name] = value
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section {name!r} must be a mapping")
+            allowed = {f.name for f in dataclasses.fields(field_type)}
+            bad = set(value) - allowed
+            if bad:
+                raise ConfigError(f"unknown keys in config section {name!r}: "
+                                  f"{', '.join(sorted(bad))}")
+            kwargs[name] = field_type(**value)
+        return cls(**kwargs).validate()
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a JSON (``.json``) or TOML (``.toml``) config file."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+        try:
+            data = tomllib.loads(raw.decode()) if path.endswith(".toml") else json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}"
+                              f" ({e})") from None
+        try:
+            return cls.from_dict(data)
+        except TypeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def build_schedule(self, iterations_per_epoch):
+        """The prior's schedule for this run, sized to its number of iterations."""
+        if self.prior.schedule is not None:
+            return schedules.Schedule.from_dict(self.prior.schedule)
+        total = iterations_per_epoch * self.optim.epochs
+        return preset_schedule(self.prior.preset, total, iterations_per_epoch,
+                               final_slab_weight=self.prior.final_slab_weight,
+                               spike_scale=self.prior.spike_scale)
+
+
+def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_slab_weight=None,
+                    spike_scale=None):
+    """Named schedules sized to a run of ``total_iterations``.
+
+    - ``default``: dense for the first 10 % of the run, then over the next 50 % the slab weight
+      falls (cosine) from 1 to ``final_slab_weight`` (0.1) while the spike narrows
+      geometrically from the slab's scale 1 to ``spike_scale`` (0.01); constant for the last
+      40 %. Meant for ``prior_step="semi-implicit"``.
+    - ``dense``: N(0, 1), classic ABP.
+    - ``authors``: ``w = 1`` for 20 epochs (or half the run if shorter), then ``w`` falls by
+      0.033 per iteration to ``final_slab_weight`` (0.001); spike 0.1.
+    - ``spike``: ``w`` fixed at ``final_slab_weight`` (0.1), the spike narrowing 1 → 0.1
+      (``spike_scale``) over the first 60 % of the run.
+    - ``constant``: ``w = final_slab_weight`` (0.1), spike ``spike_scale`` (0.1) throughout.
+    """
+    if name == "dense":
+        return schedules.dense()
+    if name == "authors":
+        warmup = min(20 * iterations_per_epoch, total_iterations // 2)
+        floor = 0.001 if final_slab_weight is None else final_slab_weight
+        return schedules.authors(warmup, 0.033, min(floor, 0.999))
+    if name == "spike":
+        return schedules.spike_shrink(0.1 if final_slab_weight is None else final_slab_weight,
+                                      1.0, 0.1 if spike_scale is None else spike_scale,
+                                      max(1, int(0.6 * total_iterations)))
+    if name == "constant":
+        return schedules.constant(0.1 if final_slab_weight is None else final_slab_weight, 1.0,
+                                  0.1 if spike_scale is None else spike_scale)
+    if name == "default":
+        warmup = int(0.1 * total_iterations)
+        span = max(1, int(0.5 * total_iterations))
+        final_w = 0.1 if final_slab_weight is None else final_slab_weight
+        final_s = 0.01 if spike_scale is None else spike_scale
+        weight = schedules.Curve("cosine", 1.0, final_w, 0, span)
+        spike = schedules.Curve("exponential", 1.0, final_s, 0, span)
+        return schedules.Schedule(weight, 1.0, spike, warmup=warmup)
+    raise ConfigError(f"unknown schedule preset {name!r}; choose from {PRESETS}")

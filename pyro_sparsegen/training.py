@@ -1,0 +1,463 @@
+"""Alternating back-propagation (ABP) under the annealed prior.
+
+Per mini-batch: infer ``z`` with a fresh short run of :class:`ShortRunLangevin` (the generator
+frozen), one optimizer step on the generator maximising ``log p(x, z)`` (for the network
+weights that is ``log p(x | z)``; learnable prior parameters of a variant get the prior term),
+then advance the schedule (``model.iteration += 1``).
+"""
+
+import contextlib
+import csv
+import math
+import os
+import random
+import signal
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import ConfigError, TrainConfig
+from .kernels import ShortRunLangevin
+from .model import SparseGenerator
+from .networks import ConvGenerator, MLPGenerator
+
+CHECKPOINT = "checkpoint.h5"
+METRICS = "metrics.csv"
+
+
+class TrainingError(RuntimeError):
+    """Training stopped because something went numerically wrong (nothing bad was saved)."""
+
+
+class TrainResult(NamedTuple):
+    model: SparseGenerator
+    metrics: list
+    checkpoint: str
+    interrupted: bool
+
+
+# ------------------------------------------------------------------------------------------
+def resolve_device(name):
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_network(config: TrainConfig, image_shape):
+    net = config.network
+    if net.type == "conv":
+        return ConvGenerator(net.latent_dim, image_shape, width=net.width)
+    return MLPGenerator(net.latent_dim, image_shape, hidden=net.hidden)
+
+
+def build_model(config: TrainConfig, image_shape, iterations_per_epoch, model_class=None):
+    """A fresh model from the config (``model_class``: a :class:`SparseGenerator` subclass)."""
+    cls = model_class or SparseGenerator
+    return cls(build_network(config, image_shape),
+               schedule=config.build_schedule(iterations_per_epoch),
+               noise_scale=config.network.noise_scale, likelihood=config.network.likelihood)
+
+
+def make_kernel(model, config: TrainConfig):
+    return ShortRunLangevin(model, **config.langevin.kernel_options())
+
+
+class Encoder:
+    """Codes for images ``x: [images, C, H, W]`` -> ``z: [images, latent_dim]`` (detached).
+
+    Uses the model's own ``encode`` when it has one (amortised baselines), else a fresh short
+    Langevin run. With ``sparsify=True`` every coordinate whose inclusion probability is below
+    0.5 is then set to exactly 0: the code's gate assignment with the spike collapsed to a
+    point mass, so the generator learns from, and decodes, codes that really are sparse.
+    """
+
+    def __init__(self, model, kernel, sparsify=False):
+        self.model, self.kernel, self.sparsify = model, kernel, sparsify
+
+    def __call__(self, x):
+        if hasattr(self.model, "encode"):
+            with torch.no_grad():
+                z = self.model.encode(x)
+        else:
+            z = self.kernel.infer(x)["z"].detach()
+        if self.sparsify:
+            _, by_inclusion = active_mask(self.model, z, 0.0)
+            if by_inclusion is not None:
+                z = z * by_inclusion
+        return z
+
+
+def make_encoder(model, config: TrainConfig):
+    return Encoder(model, make_kernel(model, config), config.langevin.sparsify)
+
+
+def active_mask(model, z, threshold):
+    """``(|z| > threshold, inclusion probability >= 0.5)``; the second is ``None`` for priors
+    without inclusion probabilities."""
+    by_inclusion = None
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        by_inclusion = model.inclusion_probability(z) >= 0.5
+    return z.abs() > threshold, by_inclusion
+
+
+@torch.no_grad()
+def _mse(model, z, x):
+    return ((model.network(z) - x) ** 2).flatten(1).mean(1)
+
+
+def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None, device="cpu"):
+    """Held-out figures: reconstruction MSE from the inferred codes and with every inactive
+    coordinate set to exactly 0 ("zeroed"), inactive fractions two ways, log joint."""
+    sums = {k: 0.0 for k in ("test_mse", "zeroed_mse", "zeroed_mse_inclusion",
+                             "inactive_fraction_threshold", "inactive_fraction_inclusion",
+                             "log_joint")}
+    count = 0
+    n = len(data) if limit is None else min(limit, len(data))
+    for start in range(0, n, batch_size):
+        x = data.batch(range(start, min(start + batch_size, n))).to(device)
+        z = encoder(x)
+        by_threshold, by_inclusion = active_mask(model, z, threshold)
+        b = x.shape[0]
+        sums["test_mse"] += _mse(model, z, x).sum().item()
+        sums["zeroed_mse"] += _mse(model, z * by_threshold, x).sum().item()
+        sums["inactive_fraction_threshold"] += (~by_threshold).float().mean(1).sum().item()
+        if by_inclusion is not None:
+            sums["zeroed_mse_inclusion"] += _mse(model, z * by_inclusion, x).sum().item()
+            sums["inactive_fraction_inclusion"] += (~by_inclusion).float().mean(1).sum().item()
+        else:
+            sums["zeroed_mse_inclusion"] = sums["inactive_fraction_inclusion"] = float("nan")
+        with torch.no_grad():
+            log_prior, log_lik = model.log_joint_terms({"z": z}, x)
+        sums["log_joint"] += (log_prior + log_lik).sum().item()
+        count += b
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+# ------------------------------------------------------------------------------------------
+class _Interrupt:
+    """SIGINT sets a flag checked between batches (a second Ctrl-C stops at once)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not in the main thread
+            self._previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+@contextlib.contextmanager
+def _network_as(model, network):
+    original = model.network
+    model.network = network
+    try:
+        yield
+    finally:
+        model.network = original
+
+
+def _append_csv(path, row):
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _rewrite_csv(path, rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _distributed():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train_data=None,
+          test_data=None, progress=True, figures=True, on_checkpoint=None, stop_after=None):
+    """Train a sparse generator (ABP) and write ``out_dir/checkpoint.h5``, ``metrics.csv`` and
+    figures. Resumes exactly from the checkpoint with ``resume=True``.
+
+    :param TrainConfig config: every setting.
+    :param model_class: a :class:`SparseGenerator` subclass (a variant prior); on resume the
+        class recorded in the checkpoint is used.
+    :param train_data: an :class:`~pyro_sparsegen.data.ImageData` (default: ``config.data``).
+    :param on_checkpoint: called with the checkpoint path after every save (tests use it).
+    :param stop_after: stop (checkpointed, resumable) once this many epochs are done, without
+        changing the run's length and hence its schedule.
+    :return: :class:`TrainResult`
+    """
+    config.validate()
+    dist, rank, world = _distributed()
+    device = resolve_device(config.device)
+    if dist is not None and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    if train_data is None or test_data is None:
+        from .data import load_data
+
+        train_data = train_data if train_data is not None else load_data(config.data.spec, "train")
+        test_data = test_data if test_data is not None else load_data(config.data.spec, "test")
+    if len(train_data) < 1:
+        raise ConfigError("the training split is empty")
+    out_dir = os.fspath(out_dir)
+    path = os.path.join(out_dir, CHECKPOINT)
+    per_rank = math.ceil(len(train_data) / world)
+    iterations_per_epoch = math.ceil(per_rank / config.optim.batch_size)
+
+    if resume:
+        state = ckpt.load(path)
+        _check_resumable(state, config, train_data.image_shape)
+        model = state.build_model(device)
+        progress_state, metrics = state.progress, state.metrics
+    else:
+        if rank == 0:
+            os.makedirs(out_dir, exist_ok=True)
+            if not os.access(out_dir, os.W_OK):
+                raise ConfigError(f"{out_dir}: output folder is not writable")
+        seed_everything(config.seed)
+        model = build_model(config, train_data.image_shape, iterations_per_epoch,
+                            model_class).to(device)
+        progress_state, metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr,
+                                 betas=(config.optim.beta1, config.optim.beta2))
+    if resume and state.optimizer_state is not None:
+        optimizer.load_state_dict(state.optimizer_state)
+    if resume:
+        ckpt.restore_rng(state.rng)
+    ddp_network = None
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_network = DistributedDataParallel(
+            model.network, device_ids=[device.index] if device.type == "cuda" else None)
+    encoder = make_encoder(model, config)
+
+    def save(batch_in_epoch, epoch_sums):
+        if rank != 0:
+            return
+        prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
+                "epoch_sums": epoch_sums}
+        ckpt.save(path, model=model, config=config.to_dict(), optimizer=optimizer,
+                  progress=prog, metrics=metrics)
+        if on_checkpoint is not None:
+            on_checkpoint(path)
+
+    epoch = progress_state["epoch"]
+    start_batch = progress_state.get("batch_in_epoch", 0)
+    epoch_sums = progress_state.get("epoch_sums") or {"mse": 0.0, "images": 0, "seconds": 0.0}
+    interrupted = False
+    bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
+               disable=not progress or rank != 0, desc="train", unit="batch", dynamic_ncols=True)
+    with _Interrupt() as interrupt, bar:
+        last_epoch = config.optim.epochs if stop_after is None else min(stop_after,
+                                                                          config.optim.epochs)
+        while epoch < last_epoch and not interrupted:
+            model.train()
+            tick = time.perf_counter()
+            batches = train_data.batches(config.optim.batch_size, shuffle=True,
+                                         seed=config.seed, epoch=epoch, rank=rank,
+                                         world_size=world)
+            for b, (_, x) in enumerate(batches):
+                if b < start_batch:
+                    continue
+                x = x.to(device, non_blocking=True)
+                mse = _train_step(model, encoder, optimizer, x, config, ddp_network)
+                epoch_sums["mse"] += mse * x.shape[0]
+                epoch_sums["images"] += x.shape[0]
+                bar.update(1)
+                stop = interrupt.requested
+                if dist is not None:
+                    flag = torch.tensor([float(stop)], device=device)
+                    dist.all_reduce(flag)
+                    stop = flag.item() > 0
+                if stop:
+                    epoch_sums["seconds"] += time.perf_counter() - tick
+                    save(b + 1, epoch_sums)
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            start_batch = 0
+            epoch_sums["seconds"] += time.perf_counter() - tick
+            row = _epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums)
+            metrics.append(row)
+            bar.set_postfix(mse=f"{row['test_mse']:.4f}", zeroed=f"{row['zeroed_mse']:.4f}",
+                            inactive=f"{row['inactive_fraction_threshold']:.2f}",
+                            w=f"{row['slab_weight']:.3g}")
+            epoch += 1
+            epoch_sums = {"mse": 0.0, "images": 0, "seconds": 0.0}
+            save(0, epoch_sums)
+            if rank == 0:
+                _rewrite_csv(os.path.join(out_dir, METRICS), metrics)
+    if rank == 0 and figures and not interrupted and epoch >= config.optim.epochs:
+        write_figures(model, encoder, test_data, metrics, out_dir, config, device)
+    return TrainResult(model, metrics, path, interrupted)
+
+
+def _check_resumable(state, config, image_shape):
+    saved = TrainConfig.from_dict(state.config)
+    net = state.network
+    if net.get("type") != config.network.type:
+        raise ConfigError(f"checkpoint holds a {net.get('type')} network; the config asks for "
+                          f"{config.network.type}")
+    if net.get("latent_dim") != config.network.latent_dim:
+        raise ConfigError(f"checkpoint has latent size {net.get('latent_dim')}; the config asks "
+                          f"for {config.network.latent_dim}")
+    if tuple(net.get("image_shape", ())) != tuple(image_shape):
+        raise ConfigError(f"checkpoint was trained on images {tuple(net['image_shape'])}; the "
+                          f"data has {tuple(image_shape)}")
+    if saved.optim.batch_size != config.optim.batch_size or saved.seed != config.seed:
+        raise ConfigError("resume needs the checkpoint's batch size and seed "
+                          f"({saved.optim.batch_size}, {saved.seed})")
+
+
+def _train_step(model, encoder, optimizer, x, config, ddp_network):
+    z = encoder(x)
+    kernel = encoder.kernel
+    stats = None if hasattr(model, "encode") else kernel.last_run
+    diverged = 0 if stats is None else stats.divergences.sum().item()
+    if stats is not None and diverged > config.langevin.max_divergence_fraction * stats.divergences.numel() * \
+            kernel.num_steps:
+        raise TrainingError(
+            f"Langevin inference diverged in {diverged} of {stats.divergences.numel() * kernel.num_steps}"
+            f" chain-steps at iteration {model.iteration} (step size {kernel.step_size}); "
+            "lower langevin.step_size — weights were not updated, the last checkpoint is intact")
+    optimizer.zero_grad(set_to_none=True)
+    network = ddp_network if ddp_network is not None else model.network
+    with _network_as(model, network):
+        log_prior, log_lik = model.log_joint_terms({"z": z}, x)
+        loss = -(log_prior + log_lik).mean()
+        with torch.no_grad():
+            mse = ((model.network(z) - x) ** 2).mean() if ddp_network is None else None
+    if not torch.isfinite(loss):
+        raise TrainingError(f"non-finite training loss ({loss.item()}) at iteration "
+                            f"{model.iteration}; weights were not updated")
+    loss.backward()
+    if ddp_network is not None:
+        _average_other_grads(model)
+    optimizer.step()
+    model.iteration += 1
+    if mse is None:
+        with torch.no_grad():
+            mse = ((model.network(z) - x) ** 2).mean()
+    return mse.item()
+
+
+def _average_other_grads(model):
+    """DDP averages the network's gradients; average the rest (e.g. learned prior
+    parameters of a variant) the same way so every rank takes the same step."""
+    import torch.distributed as dist
+
+    network = {id(p) for p in model.network.parameters()}
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if id(p) not in network and p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums):
+    model.eval()
+    figures = evaluate(model, test_data, encoder, threshold=config.threshold,
+                       batch_size=config.optim.batch_size, limit=config.data.eval_images,
+                       device=device)
+    params = model.prior_params()
+    row = {"epoch": epoch + 1, "iteration": model.iteration,
+           "train_mse": epoch_sums["mse"] / max(epoch_sums["images"], 1), **figures,
+           "slab_weight": params.slab_weight, "slab_scale": params.slab_scale,
+           "spike_scale": params.spike_scale, "seconds": epoch_sums["seconds"]}
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value) and key.endswith("mse"):
+            raise TrainingError(f"evaluation gave a non-finite {key} after epoch {epoch + 1}")
+    return row
+
+
+# ------------------------------------------------------------------------------------------
+def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16):
+    """Training curves, reconstructions, prior samples and the code-usage chart."""
+    from . import plots
+
+    model.eval()
+    x = data.images(limit=min(num, len(data))).to(device)
+    z = encoder(x)
+    by_threshold, _ = active_mask(model, z, config.threshold)
+    with torch.no_grad():
+        recon, zeroed = model.network(z), model.network(z * by_threshold)
+        samples, _ = model.generate(num)
+    out = {
+        "curves": plots.plot_training_curves(metrics, os.path.join(out_dir, "training_curves.png")),
+        "reconstructions": plots.plot_image_grid(
+            [x.cpu(), recon.cpu(), zeroed.cpu()], os.path.join(out_dir, "reconstructions.png"),
+            titles=["test images", "reconstructions", "inactive coordinates zeroed"]),
+        "samples": plots.plot_image_grid([samples[i::2].cpu() for i in range(2)],
+                                         os.path.join(out_dir, "samples.png"),
+                                         titles=["samples from the prior", ""]),
+    }
+    usage = _code_usage(model, data, encoder, config, device)
+    out["code_usage"] = plots.plot_code_usage(usage, os.path.join(out_dir, "code_usage.png"),
+                                              title="fraction of test images using each dimension")
+    return out
+
+
+def _code_usage(model, data, encoder, config, device, limit=1000):
+    n = min(limit, len(data))
+    counts = None
+    for start in range(0, n, config.optim.batch_size):
+        x = data.batch(range(start, min(start + config.optim.batch_size, n))).to(device)
+        active, _ = active_mask(model, encoder(x), config.threshold)
+        part = active.sum(0).double().cpu()
+        counts = part if counts is None else counts + part
+    return (counts / n).numpy()
+
+
+def load_run(run_dir, device="cpu"):
+    """``(model, config, checkpoint)`` from a run folder (or a checkpoint file)."""
+    run_dir = os.fspath(run_dir)
+    if not os.path.exists(run_dir):
+        raise ckpt.CheckpointError(f"{run_dir}: no such run folder")
+    path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, CHECKPOINT)
+    if not os.path.exists(path):
+        raise ckpt.CheckpointError(f"{run_dir}: no {CHECKPOINT} in this run folder")
+    state = ckpt.load(path)
+    try:
+        config = TrainConfig.from_dict(state.config)
+    except (ConfigError, TypeError) as e:
+        raise ckpt.CheckpointError(f"{path}: stored config is invalid ({e})") from None
+    return state.build_model(device), config, state
