@@ -228,22 +228,28 @@ class Checkpoint:
         from .networks import build_network
         from .schedules import Schedule
 
+        name = os.path.basename(self.path)
         cls = import_class(self.model_class)
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+                and hasattr(cls, "log_joint_terms")):
+            raise CheckpointError(f"{name}: records {self.model_class}, which is not a "
+                                  "generator model")
         options = dict(self.model_options)
         iteration = options.pop("iteration", 0)
         if "schedule" in options:
             options["schedule"] = Schedule.from_dict(options["schedule"])
         if "likelihood_kind" in options:
             options["likelihood"] = options.pop("likelihood_kind")
-        network = build_network(self.network)
-        if hasattr(cls, "from_checkpoint_options"):
-            model = cls.from_checkpoint_options(network, **options)
-        else:
-            model = cls(network, **options)
+        try:
+            network = build_network(self.network)
+            build = getattr(cls, "from_checkpoint_options", cls)
+            model = build(network, **options)
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{name}: cannot rebuild {self.model_class} ({e})") from None
         try:
             model.load_state_dict(self.model_state)
         except RuntimeError as e:
-            raise CheckpointError(f"{os.path.basename(self.path)}: weights do not fit "
+            raise CheckpointError(f"{name}: weights do not fit "
                                   f"{self.model_class}: {str(e).splitlines()[0]}") from None
         if hasattr(model, "iteration"):
             model.iteration = iteration

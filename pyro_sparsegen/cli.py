@@ -44,6 +44,8 @@ def build_parser():
     t.add_argument("--lr", type=float)
     t.add_argument("--step-size", type=float, help="Langevin step size delta")
     t.add_argument("--num-steps", type=int, help="Langevin steps per batch K")
+    t.add_argument("--prior-step", choices=["explicit", "semi-implicit"],
+                   help="how the Langevin step treats the prior (default semi-implicit)")
     t.add_argument("--eval-images", type=int, help="held-out images evaluated per epoch")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -121,6 +123,7 @@ def _train_config(args):
             args.final_slab_weight, ("prior", "spike_scale"): args.spike_scale,
         ("optim", "batch_size"): args.batch_size, ("optim", "lr"): args.lr,
         ("langevin", "step_size"): args.step_size, ("langevin", "num_steps"): args.num_steps,
+        ("langevin", "prior_step"): args.prior_step,
         ("data", "eval_images"): args.eval_images,
     }
     for (section, key), value in overrides.items():

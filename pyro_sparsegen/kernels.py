@@ -257,7 +257,7 @@ class _ModelTarget:
         for s in self.sites:
             v = values[s.name]
             lead = v.shape[:replicas]
-            v = v.reshape(*lead, *s.shape)
+            v = v.reshape(tuple(lead) + s.shape)
             if s.batch_dim is not None:
                 v = v.movedim(replicas + s.batch_dim, replicas)
             parts.append(v.reshape(*lead, self.num_chains, s.size))
@@ -274,13 +274,13 @@ class _ModelTarget:
             flat = position[..., start:start + s.size]
             start += s.size
             if s.batch_dim is None:
-                v = flat.reshape(*lead, *s.shape)
+                v = flat.reshape(tuple(lead) + s.shape)
             else:
                 moved = (s.shape[s.batch_dim],) + s.shape[:s.batch_dim] + s.shape[s.batch_dim + 1:]
                 v = flat.reshape(*lead, *moved).movedim(len(lead), len(lead) + s.batch_dim)
             if pad and lead:
                 batch_rank = len(s.shape) - s.event_dim
-                v = v.reshape(*lead, *([1] * (self.max_plate_nesting - batch_rank)), *s.shape)
+                v = v.reshape(tuple(lead) + (1,) * (self.max_plate_nesting - batch_rank) + s.shape)
             out[s.name] = v
         return out
 

@@ -248,7 +248,11 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
         progress_state, metrics = state.progress, state.metrics
     else:
         if rank == 0:
-            os.makedirs(out_dir, exist_ok=True)
+            try:
+                os.makedirs(out_dir, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{out_dir}: cannot create the output folder "
+                                  f"({e.strerror})") from None
             if not os.access(out_dir, os.W_OK):
                 raise ConfigError(f"{out_dir}: output folder is not writable")
         seed_everything(config.seed)
@@ -279,6 +283,8 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
         if on_checkpoint is not None:
             on_checkpoint(path)
 
+    if rank == 0:
+        _remove_stale_temporaries(out_dir)
     epoch = progress_state["epoch"]
     start_batch = progress_state.get("batch_in_epoch", 0)
     epoch_sums = progress_state.get("epoch_sums") or {"mse": 0.0, "images": 0, "seconds": 0.0}
@@ -329,6 +335,14 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     if rank == 0 and figures and not interrupted and epoch >= config.optim.epochs:
         write_figures(model, encoder, test_data, metrics, out_dir, config, device)
     return TrainResult(model, metrics, path, interrupted)
+
+
+def _remove_stale_temporaries(out_dir):
+    """Temporary checkpoint files left by a process killed while writing one."""
+    for name in os.listdir(out_dir):
+        if name.startswith(".tmp-") and name.endswith(".h5"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(out_dir, name))
 
 
 def _check_resumable(state, config, image_shape):

@@ -1,0 +1,15 @@
+"""The dense ABP baseline: the same model and loop with a constant N(0, I) prior."""
+
+from ..config import TrainConfig
+
+
+def dense_config(config: TrainConfig, latent_dim=None):
+    """A copy of ``config`` with the dense prior (``prior.preset = "dense"``, no explicit
+    schedule or overrides) and, when given, another latent size ("dense, matched budget").
+    Train it with :func:`pyro_sparsegen.train`; ``config`` itself is left unchanged."""
+    out = TrainConfig.from_dict(config.to_dict())
+    out.prior.preset = "dense"
+    out.prior.schedule = out.prior.final_slab_weight = out.prior.spike_scale = None
+    if latent_dim is not None:
+        out.network.latent_dim = latent_dim
+    return out.validate()

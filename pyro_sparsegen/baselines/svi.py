@@ -1,0 +1,199 @@
+"""Training loop of the amortised baselines: stochastic variational inference on the model's
+own loss (``model.loss()``), encoder and generator together, one Adam step per mini-batch.
+
+Writes the same run folder as :func:`pyro_sparsegen.training.train`: ``checkpoint.h5`` (same
+format; :func:`~pyro_sparsegen.training.load_run` rebuilds the baseline), ``metrics.csv`` with
+the ABP loop's columns, and the same figures. Resumes exactly with ``resume=True``.
+"""
+
+import math
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from .. import training
+from ..config import ConfigError, TrainConfig
+from .vae import BetaVAE
+from .vsc import VSC
+
+KINDS = ("beta_vae", "vsc")
+MODEL_CLASSES = {"beta_vae": BetaVAE, "vsc": VSC}
+
+
+def _model_class(kind):
+    if kind not in MODEL_CLASSES:
+        raise ConfigError(f"baseline kind must be one of {KINDS}, got {kind!r}")
+    return MODEL_CLASSES[kind]
+
+
+def build_baseline(kind, config: TrainConfig, image_shape, total_iterations, **options):
+    """A fresh baseline of ``kind`` with the config's generator network, noise scale and
+    likelihood. VSC's warm-up (default: the first 10 % of the run) and gate-sharpness
+    annealing (default: the whole run) are sized to ``total_iterations``."""
+    cls = _model_class(kind)
+    if cls is VSC:
+        options.setdefault("warmup_iterations", int(0.1 * total_iterations))
+        options.setdefault("anneal_iterations", max(1, int(total_iterations)))
+    network = training.build_network(config, image_shape)
+    try:
+        return cls(network, noise_scale=config.network.noise_scale,
+                   likelihood=config.network.likelihood, **options)
+    except TypeError as e:
+        raise ConfigError(f"{kind}: {e}") from None
+
+
+def _check_options(model, kind, options):
+    stored = model.checkpoint_options()
+    for name, value in options.items():
+        if name not in stored:
+            raise ConfigError(f"{kind}: unknown option {name!r}")
+        saved = stored[name]
+        same = list(value) == list(saved) if isinstance(saved, list) else value == saved
+        if not same:
+            raise ConfigError(f"resume: the checkpoint has {name}={saved!r}, not {value!r}")
+
+
+def _step(model, loss_fn, optimizer, x):
+    """One SVI step on the images ``x``; returns ``(-ELBO per image, MSE of the codes)``."""
+    with torch.no_grad():
+        mse = ((model.network(model.encode(x)) - x) ** 2).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, model.guide, x) / x.shape[0]
+    if not torch.isfinite(loss):
+        raise training.TrainingError(f"non-finite training loss ({loss.item()}) at iteration "
+                                     f"{model.iteration}; weights were not updated")
+    loss.backward()
+    optimizer.step()
+    model.iteration += 1
+    return loss.item(), mse.item()
+
+
+def _epoch_row(model, config, test_data, device, epoch, sums):
+    model.eval()
+    figures = training.evaluate(model, test_data, training.Encoder(model, None),
+                                threshold=config.threshold, batch_size=config.optim.batch_size,
+                                limit=config.data.eval_images, device=device)
+    params = model.prior_params()
+    images = max(sums["images"], 1)
+    row = {"epoch": epoch + 1, "iteration": model.iteration,
+           "train_mse": sums["mse"] / images, **figures,
+           "slab_weight": params.slab_weight, "slab_scale": params.slab_scale,
+           "spike_scale": params.spike_scale, "train_loss": sums["loss"] / images,
+           **model.annealing_state(), "seconds": sums["seconds"]}
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value) and key.endswith("mse"):
+            raise training.TrainingError(f"evaluation gave a non-finite {key} after epoch "
+                                         f"{epoch + 1}")
+    return row
+
+
+def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_data=None,
+                   progress=True, figures=True, stop_after=None, resume=False, **options):
+    """Train a β-VAE (``kind="beta_vae"``) or VSC (``"vsc"``) baseline by SVI.
+
+    :param TrainConfig config: data, network (type, latent size, widths, noise scale,
+        likelihood), optimizer (Adam lr and betas, batch size, epochs), seed, device and
+        threshold are used; the prior and Langevin sections are not.
+    :param out_dir: the run folder (``checkpoint.h5``, ``metrics.csv``, figures).
+    :param train_data: an :class:`~pyro_sparsegen.data.ImageData` (default: ``config.data``).
+    :param stop_after: stop (checkpointed, resumable) after this many epochs without changing
+        the run's length and hence its schedules.
+    :param resume: continue the run in ``out_dir`` exactly where its checkpoint stopped.
+    :param options: the model's own options (``beta``, ``encoder_hidden`` for the β-VAE;
+        ``alpha``, ``c_start``, ``c_end``, ``warmup_iterations``, ... for VSC).
+    :return: :class:`~pyro_sparsegen.training.TrainResult`
+    """
+    cls = _model_class(kind)
+    config.validate()
+    if training._distributed()[0] is not None:
+        raise ConfigError("the SVI baselines train in one process; run them without torchrun")
+    device = training.resolve_device(config.device)
+    if train_data is None or test_data is None:
+        from ..data import load_data
+
+        train_data = train_data if train_data is not None else load_data(config.data.spec, "train")
+        test_data = test_data if test_data is not None else load_data(config.data.spec, "test")
+    if len(train_data) < 1:
+        raise ConfigError("the training split is empty")
+    out_dir = os.fspath(out_dir)
+    path = os.path.join(out_dir, training.CHECKPOINT)
+    iterations_per_epoch = math.ceil(len(train_data) / config.optim.batch_size)
+
+    if resume:
+        state = ckpt.load(path)
+        training._check_resumable(state, config, train_data.image_shape)
+        model = state.build_model(device)
+        if type(model) is not cls:
+            raise ConfigError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        _check_options(model, kind, options)
+        progress_state, metrics = state.progress, state.metrics
+    else:
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise ConfigError(f"{out_dir}: output folder is not writable")
+        training.seed_everything(config.seed)
+        model = build_baseline(kind, config, train_data.image_shape,
+                               iterations_per_epoch * config.optim.epochs, **options).to(device)
+        progress_state, metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr,
+                                 betas=(config.optim.beta1, config.optim.beta2))
+    if resume:
+        if state.optimizer_state is not None:
+            optimizer.load_state_dict(state.optimizer_state)
+        ckpt.restore_rng(state.rng)
+    loss_fn = model.loss()
+
+    def save(batch_in_epoch, sums):
+        prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
+                "epoch_sums": sums}
+        ckpt.save(path, model=model, config=config.to_dict(), optimizer=optimizer,
+                  progress=prog, metrics=metrics, extra={"baseline": kind})
+
+    epoch = progress_state["epoch"]
+    start_batch = progress_state.get("batch_in_epoch", 0)
+    fresh = {"mse": 0.0, "loss": 0.0, "images": 0, "seconds": 0.0}
+    sums = progress_state.get("epoch_sums") or dict(fresh)
+    interrupted = False
+    last_epoch = config.optim.epochs if stop_after is None else min(stop_after,
+                                                                      config.optim.epochs)
+    bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
+               disable=not progress, desc=kind, unit="batch", dynamic_ncols=True)
+    with training._Interrupt() as interrupt, bar:
+        while epoch < last_epoch and not interrupted:
+            model.train()
+            tick = time.perf_counter()
+            batches = train_data.batches(config.optim.batch_size, shuffle=True,
+                                         seed=config.seed, epoch=epoch)
+            for b, (_, x) in enumerate(batches):
+                if b < start_batch:
+                    continue
+                x = x.to(device, non_blocking=True)
+                loss, mse = _step(model, loss_fn, optimizer, x)
+                sums["loss"] += loss * x.shape[0]
+                sums["mse"] += mse * x.shape[0]
+                sums["images"] += x.shape[0]
+                bar.update(1)
+                if interrupt.requested:
+                    sums["seconds"] += time.perf_counter() - tick
+                    save(b + 1, sums)
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            start_batch = 0
+            sums["seconds"] += time.perf_counter() - tick
+            row = _epoch_row(model, config, test_data, device, epoch, sums)
+            metrics.append(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.1f}", mse=f"{row['test_mse']:.4f}",
+                            inactive=f"{row['inactive_fraction_threshold']:.2f}")
+            epoch += 1
+            sums = dict(fresh)
+            save(0, sums)
+            training._rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
+    if figures and not interrupted and epoch >= config.optim.epochs:
+        training.write_figures(model, training.Encoder(model, None), test_data, metrics,
+                               out_dir, config, device)
+    return training.TrainResult(model, metrics, path, interrupted)

@@ -1,0 +1,280 @@
+"""Tests for pyro_sparsegen.model (the generator as a Pyro model)."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_sparsegen import MLPGenerator, ShortRunLangevin, SparseGenerator, SpikeAndSlab, schedules
+
+D, SHAPE = 5, (1, 4, 4)
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _model(schedule=None, **kwargs):
+    torch.manual_seed(0)
+    return SparseGenerator(MLPGenerator(D, SHAPE, hidden=(8,)), schedule=schedule, **kwargs)
+
+
+def _images(n=3):
+    return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+class LaplaceGenerator(SparseGenerator):
+    """A variant prior: the Bayesian lasso's Laplace(0, b) instead of spike-and-slab."""
+
+    def __init__(self, network, scale=0.5, **kwargs):
+        super().__init__(network, **kwargs)
+        self.scale = scale
+
+    def prior(self):
+        like = next(self.network.parameters())
+        return dist.Laplace(torch.zeros((), dtype=like.dtype), self.scale)
+
+
+# ---- sites -------------------------------------------------------------------------------------
+
+
+def test_trace_sites_and_shapes(float64):
+    model, x = _model(schedules.constant(0.2, 1.0, 0.1)), _images()
+    trace = poutine.trace(model).get_trace(x)
+    trace.compute_log_prob()
+    z, obs = trace.nodes["z"], trace.nodes["x"]
+    assert [f.name for f in z["cond_indep_stack"]] == ["images"]
+    assert z["value"].shape == (3, D)
+    assert z["fn"].batch_shape == (3,) and z["fn"].event_shape == (D,)
+    assert not z["is_observed"]
+    assert obs["is_observed"] and obs["value"] is x
+    assert obs["fn"].batch_shape == (3,) and obs["fn"].event_shape == SHAPE
+    assert z["log_prob"].shape == obs["log_prob"].shape == (3,)
+    # the site log densities are the documented formulas
+    prior = SpikeAndSlab(0.2, 1.0, 0.1)
+    torch.testing.assert_close(z["log_prob"], prior.log_prob(z["value"]).sum(-1))
+    mean = model.network(z["value"])
+    expected = dist.Normal(mean, 0.3).log_prob(x).sum((-3, -2, -1))
+    torch.testing.assert_close(obs["log_prob"], expected)
+
+
+def test_unobserved_call_samples_images(float64):
+    model = _model()
+    trace = poutine.trace(model).get_trace(num_images=4)
+    assert trace.nodes["x"]["value"].shape == (4, *SHAPE)
+    assert not trace.nodes["x"]["is_observed"]
+    assert model(num_images=2).shape == (2, *SHAPE)
+
+
+def test_default_schedule_is_a_dense_standard_normal(float64):
+    model = _model()
+    z = torch.linspace(-2, 2, 2 * D).reshape(2, D)
+    torch.testing.assert_close(model.prior().log_prob(z), dist.Normal(0.0, 1.0).log_prob(z))
+
+
+def test_noise_scale_sets_the_likelihood(float64):
+    model, x = _model(noise_scale=0.7), _images()
+    z = torch.randn(3, D)
+    expected = dist.Normal(model.network(z), 0.7).log_prob(x).sum((-3, -2, -1))
+    torch.testing.assert_close(model.likelihood(z).log_prob(x), expected)
+    assert model.likelihood(z).mean.shape == (3, *SHAPE)
+
+
+def test_likelihood_samples_and_expands(float64):
+    model = _model()
+    z = torch.randn(3, D)
+    lik = model.likelihood(z)
+    pyro.set_rng_seed(0)
+    draws = lik.sample((20_000,))
+    assert draws.shape == (20_000, 3, *SHAPE)
+    residual = draws - lik.mean
+    assert residual.mean(0).abs().max().item() < 5 * 0.3 / math.sqrt(20_000)
+    assert abs(residual.std().item() - 0.3) < 5 * 0.3 / math.sqrt(2 * residual.numel())
+    expanded = lik.expand((2, 3))
+    assert expanded.batch_shape == (2, 3)
+    torch.testing.assert_close(expanded.log_prob(draws[0]), lik.log_prob(draws[0]).expand(2, 3))
+
+
+def test_bernoulli_likelihood(float64):
+    model = _model(likelihood="bernoulli")
+    x = (_images() > 0.5).double()
+    trace = poutine.trace(model).get_trace(x)
+    z = trace.nodes["z"]["value"]
+    p = model.network(z)
+    expected = (x * p.log() + (1 - x) * (1 - p).log()).sum((-3, -2, -1))
+    torch.testing.assert_close(trace.nodes["x"]["fn"].log_prob(x), expected)
+    images = model(num_images=5)
+    assert set(images.unique().tolist()) <= {0.0, 1.0}
+
+
+# ---- the schedule's position -----------------------------------------------------------------
+
+
+def test_iteration_changes_the_prior(float64):
+    schedule = schedules.authors(warmup_iterations=2, decay_per_iteration=0.1, floor=0.01)
+    model, x = _model(schedule), _images()
+    z = torch.full((3, D), 0.05)
+
+    def prior_term():
+        cond = poutine.condition(model, data={"z": z})
+        trace = poutine.trace(cond).get_trace(x)
+        return trace.nodes["z"]["fn"], trace.log_prob_sum() - trace.nodes["x"]["fn"].log_prob(
+            x).sum()
+
+    fn0, lp0 = prior_term()
+    assert model.iteration == 0
+    assert torch.all(fn0.base_dist.slab_weight == 1.0)
+    model.iteration = 7
+    fn7, lp7 = prior_term()
+    torch.testing.assert_close(fn7.base_dist.slab_weight,
+                               torch.full((3, D), schedule(7).slab_weight))
+    assert lp7.item() > lp0.item() + 1  # a small z is more likely under the sparser prior
+    model.iteration = 0
+    assert prior_term()[1].item() == pytest.approx(lp0.item(), rel=1e-12)
+
+
+def test_prior_follows_the_network_dtype():
+    model = _model(schedules.constant(0.1))
+    assert model.prior().slab_weight.dtype == torch.float32
+    model.double()
+    assert model.prior().slab_weight.dtype == torch.float64
+    assert model.prior_params() == (0.1, 1.0, 0.1)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "3"])
+def test_bad_iteration(value):
+    with pytest.raises(ValueError, match="iteration"):
+        _model().iteration = value
+
+
+# ---- generation ----------------------------------------------------------------------------------
+
+
+def test_generate(float64):
+    pyro.set_rng_seed(0)
+    model = _model(schedules.constant(0.1, 1.0, 0.01))
+    images, z = model.generate(2000)
+    assert images.shape == (2000, *SHAPE) and z.shape == (2000, D)
+    assert ((images > 0) & (images < 1)).all()
+    torch.testing.assert_close(images, model.network(z))
+    # codes come from the sparse prior: about 10 % of coordinates are slab-sized
+    n = z.numel()
+    p = 0.1 * math.erfc(0.2 / math.sqrt(2))  # P(|z| > 0.2); the spike never gets there
+    assert abs((z.abs() > 0.2).double().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    noisy, _ = model.generate(3, mean=False)
+    assert noisy.shape == (3, *SHAPE)
+    assert ((noisy < 0) | (noisy > 1)).any()  # Gaussian pixel noise, sigma = 0.3
+    assert not torch.is_grad_enabled() or not images.requires_grad
+
+
+def test_inclusion_probability(float64):
+    model = _model(schedules.constant(0.2, 1.0, 0.1))
+    z = torch.tensor([[0.0, 0.05, 0.3, 1.0, -2.0]])
+    torch.testing.assert_close(model.inclusion_probability(z),
+                               SpikeAndSlab(0.2, 1.0, 0.1).inclusion_probability(z))
+    with pytest.raises(NotImplementedError):
+        LaplaceGenerator(MLPGenerator(D, SHAPE, hidden=(8,))).inclusion_probability(z)
+
+
+# ---- fast-path terms ------------------------------------------------------------------------------
+
+
+def test_log_joint_terms_equal_the_trace(float64):
+    model, x = _model(schedules.constant(0.3, 1.0, 0.05)), _images()
+    z = torch.randn(3, D)
+    log_prior, log_lik = model.log_joint_terms({"z": z}, x)
+    trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x)
+    trace.compute_log_prob()
+    torch.testing.assert_close(log_prior, trace.nodes["z"]["log_prob"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(log_lik, trace.nodes["x"]["log_prob"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.log_prior_terms({"z": z}, x), log_prior)
+    # leading replica dims broadcast
+    zz = torch.randn(2, 3, D)
+    lp, ll = model.log_joint_terms({"z": zz}, x)
+    assert lp.shape == ll.shape == (2, 3)
+    torch.testing.assert_close(ll[1], model.log_joint_terms({"z": zz[1]}, x)[1])
+    with pytest.raises(ValueError, match="observed"):
+        model.log_joint_terms({"z": z})
+
+
+# ---- a variant prior ------------------------------------------------------------------------------
+
+
+def test_variant_prior_via_subclass(float64):
+    torch.manual_seed(0)
+    model, x = LaplaceGenerator(MLPGenerator(D, SHAPE, hidden=(8,)), scale=0.5), _images()
+    trace = poutine.trace(model).get_trace(x)
+    assert isinstance(trace.nodes["z"]["fn"].base_dist, dist.Laplace)
+    assert trace.nodes["z"]["fn"].event_shape == (D,)
+    # the kernel sees the Laplace prior: its log density equals the model's trace
+    z = torch.randn(3, D)
+    kernel = ShortRunLangevin(model, step_size=0.05, num_steps=20, noise=False)
+    log_prior, log_lik = kernel.log_density({"z": z}, x)
+    cond = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x)
+    cond.compute_log_prob()
+    torch.testing.assert_close(log_prior, dist.Laplace(0.0, 0.5).log_prob(z).sum(-1))
+    torch.testing.assert_close(log_prior, cond.nodes["z"]["log_prob"])
+    torch.testing.assert_close(log_lik, cond.nodes["x"]["log_prob"])
+    # and inference follows it: two steps of gradient ascent from zeros, by hand
+    h = 0.5 * 0.05**2
+    z = torch.zeros(3, D)
+    for _ in range(2):
+        z = z.detach().requires_grad_(True)
+        log_p = dist.Laplace(0.0, 0.5).log_prob(z).sum() + model.likelihood(z).log_prob(x).sum()
+        (grad,) = torch.autograd.grad(log_p, z)
+        z = z + h * grad
+    kernel = ShortRunLangevin(model, step_size=0.05, num_steps=2, noise=False)
+    out = kernel.infer(x)["z"]
+    torch.testing.assert_close(out, z.detach(), rtol=1e-12, atol=1e-14)
+    dense = ShortRunLangevin(SparseGenerator(model.network), step_size=0.05, num_steps=2,
+                             noise=False).infer(x)["z"]
+    assert (out - dense).abs().max().item() > 1e-4  # the prior made a difference
+
+
+def test_prior_with_wrong_event_shape_is_rejected(float64):
+    class Bad(SparseGenerator):
+        def prior(self):
+            return dist.Normal(torch.zeros(D + 1), 1.0).to_event(1)
+
+    with pytest.raises(ValueError, match="event shape"):
+        poutine.trace(Bad(MLPGenerator(D, SHAPE, hidden=(8,)))).get_trace(_images())
+
+
+# ---- argument validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(noise_scale=0.0), "noise_scale"),
+    (dict(noise_scale=-1.0), "noise_scale"),
+    (dict(noise_scale=math.inf), "noise_scale"),
+    (dict(likelihood="poisson"), "likelihood"),
+    (dict(schedule={"slab_weight": 0.1}), "schedule"),
+])
+def test_constructor_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _model(**kwargs)
+
+
+def test_network_must_expose_sizes():
+    with pytest.raises(ValueError, match="latent_dim"):
+        SparseGenerator(torch.nn.Linear(3, 4))
+
+
+@pytest.mark.parametrize("args,kwargs,match", [
+    ((torch.rand(3, 1, 5, 5),), {}, "shape"),
+    ((torch.rand(1, 4, 4),), {}, "shape"),
+    ((_images(3),), dict(num_images=4), "disagrees"),
+    ((), {}, "num_images"),
+    ((), dict(num_images=0), "num_images"),
+    (([[0.0]],), {}, "tensor"),
+])
+def test_call_validation(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _model()(*args, **kwargs)
