@@ -70,7 +70,7 @@ def _figure(ws, results, counts):
     ax.set_xlabel("training labels")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Linear probe on the codes")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return common.save_figure(fig, ws.figure_path("probe_accuracy.png"))
 
 

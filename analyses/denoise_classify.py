@@ -66,7 +66,7 @@ def _figure(ws, curves, sigmas):
     ax.set_xlabel("noise σ")
     ax.set_ylabel("accuracy of the pixel classifier (%)")
     ax.set_title("Denoise, then classify")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return common.save_figure(fig, ws.figure_path("denoise_accuracy.png"))
 
 

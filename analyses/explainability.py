@@ -68,7 +68,7 @@ def traversals(ws, key, usage, z):
 def run(ws):
     ws.needs_labels("the per-class analysis")
     header = ["model", "d", "dims used by ≥ 1% of test images", "mean active coords",
-              f"classes with an empty active set", "mean Jaccard of class active sets"]
+              "classes with an empty active set", "mean Jaccard of class active sets"]
     rows, results, figures = [], {}, []
     for key in common.MODEL_KEYS:
         codes = ws.codes(key, "test")

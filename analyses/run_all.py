@@ -14,6 +14,7 @@ settings, the slab-weight sweep, the reference MSEs, the floor rows and the timi
 that are not defined for a model are ``null``.
 """
 
+import math
 import os
 import sys
 import time
@@ -44,6 +45,7 @@ def run(ws):
         sections.append(section)
         common.merge(merged, section.results)
     ws.timings["total"] = time.perf_counter() - tick
+    by_name = {section.name: section for section in sections}
     results = {key: merged.get(key, {}) for key in common.MODEL_KEYS}
     results["meta"] = {
         "settings": {"data": ws.settings.data, "mode": ws.settings.mode,
@@ -51,19 +53,21 @@ def run(ws):
                      "train_images": len(ws.train), "test_images": len(ws.test),
                      "threshold": ws.threshold, "noise_repeats": ws.repeats},
         "models": {key: {"folder": m.folder, "latent_dim": m.config.network.latent_dim,
-                         "epochs": m.config.optim.epochs, "trained_seconds": m.trained_seconds}
+                         "epochs": m.config.optim.epochs, "options": ws.baseline_options(key),
+                         "trained_seconds": m.trained_seconds}
                    for key, m in ws.loaded_models().items()},
-        "sweep": {key: merged[key] for _, key in ws.sweep_weights() if key in merged},
+        "sweep": {key: by_name[reconstruction_sparsity.NAME].results[key]
+                  for _, key in ws.sweep_weights()},
         "reference_mse": merged.get("reference_mse", {}),
         "noisy_input": merged.get("noisy_input", {}),
         "timings_seconds": dict(ws.timings),
     }
     ws.write_json("results.json", results)
-    ws.write_text("report.md", report(ws, sections))
+    ws.write_text("report.md", report(ws, sections, results))
     return results
 
 
-def report(ws, sections):
+def report(ws, sections, results):
     s = ws.settings
     lines = ["# Sparse generator against baselines: the paper's experiments", "",
              f"Data `{s.data}` ({len(ws.train)} training, {len(ws.test)} test images), mode "
@@ -73,18 +77,53 @@ def report(ws, sections):
     rows = []
     for key, m in ws.loaded_models().items():
         trained = "reused" if m.trained_seconds is None else f"{m.trained_seconds:.0f} s"
-        options = common.BASELINE_OPTIONS.get(key, {})
+        options = ws.baseline_options(key)
         extra = ", ".join(f"{k} = {v}" for k, v in options.items()) or "—"
         rows.append([f"`{key}`", common.label(key), str(m.config.network.latent_dim),
                      str(m.config.optim.epochs), extra, trained,
                      f"`{os.path.relpath(m.folder, ws.out)}`"])
     lines += [common.md_table(["key", "model", "d", "epochs", "options", "training", "folder"],
                               rows), ""]
+    lines += ["## Targets (issue 5)", "", targets(results), ""]
     for section in sections:
         lines += [section.markdown(level=2), ""]
-    timing = ", ".join(f"{k} {v:.0f} s" for k, v in ws.timings.items())
-    lines += ["## Timings", "", timing, ""]
+    timing = [[name, f"{seconds:.0f}"] for name, seconds in ws.timings.items()]
+    lines += ["## Timings", "", "Wall-clock seconds; a script's time includes the training of "
+              "the models it was first to ask for.", "",
+              common.md_table(["stage", "seconds"], timing), ""]
     return "\n".join(lines)
+
+
+def targets(results):
+    """The issue's goals for the sparse model, each with the measured values and a verdict."""
+    sparse = results["sparse"]
+    baselines = [k for k in common.MODEL_KEYS if k != "sparse"]
+
+    def verdict(ok):
+        return "—" if ok is None else "met" if ok else "missed"
+
+    def known(*values):
+        return all(v is not None and math.isfinite(v) for v in values)
+
+    rows = []
+    inactive = sparse.get("inactive_fraction")
+    rows.append(["sparse inactive fraction ≥ 0.80", common.fmt(inactive, 3),
+                 verdict(inactive >= 0.8 if known(inactive) else None)])
+    zeroed, matched = sparse.get("zeroed_mse"), results["dense_matched"].get("test_mse")
+    rows.append(["sparse zeroed MSE ≤ dense matched-budget MSE",
+                 f"{common.fmt(zeroed, 4)} vs {common.fmt(matched, 4)}",
+                 verdict(zeroed <= matched if known(zeroed, matched) else None)])
+    for sigma in ("0.5", "0.7"):
+        own = sparse.get("denoise_accuracy", {}).get(sigma)
+        others = {k: results[k].get("denoise_accuracy", {}).get(sigma) for k in baselines}
+        best = max(others, key=lambda k: -1 if others[k] is None else others[k])
+        rows.append([f"sparse denoise accuracy at σ = {sigma} ≥ every baseline's",
+                     f"{common.fmt(own, 3)} vs {common.fmt(others[best], 3)} ({best})",
+                     verdict(own >= others[best] if known(own, others[best]) else None)])
+    jac = sparse.get("class_jaccard")
+    rows.append(["sparse mean per-class Jaccard < 0.5", common.fmt(jac, 3),
+                 verdict(jac < 0.5) if known(jac) else "— (no class has an active set)"])
+    return common.md_table(["target", "measured", "verdict"], rows)
 
 
 def main(argv=None):

@@ -36,16 +36,18 @@ SETTINGS = {
 def hand_epoch(train_data, config):
     """The same epoch written plainly: infer z by K gradient steps, one Adam step."""
     torch.manual_seed(config.seed)
-    from pyro_sparsegen.training import build_network
+    from pyro_sparsegen.training import build_network, resolve_device
 
-    net = build_network(config, train_data.image_shape)
+    device = resolve_device(config.device)
+    net = build_network(config, train_data.image_shape).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
     w, s1, s0, sigma = 0.1, 1.0, 0.1, 0.3
     log_w, log_1mw = math.log(w), math.log1p(-w)
     h = 0.5 * 0.05**2
     start = time.perf_counter()
     for _, x in train_data.batches(100, shuffle=True, seed=config.seed, epoch=0):
-        z = torch.zeros(x.shape[0], 100)
+        x = x.to(device, non_blocking=True)
+        z = torch.zeros(x.shape[0], 100, device=device)
         for _ in range(30):
             z = z.detach().requires_grad_(True)
             sq = z * z
@@ -58,6 +60,8 @@ def hand_epoch(train_data, config):
         loss = 0.5 * (((x - net(z)) / sigma) ** 2).flatten(1).sum(1).mean()
         loss.backward()
         opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -72,10 +76,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig.from_dict(SETTINGS)
+    config = TrainConfig.from_dict({**SETTINGS, "device": args.device})
     config.data.eval_images = 100
     train_data, test_data = load_data("mnist5k", "train"), load_data("mnist5k", "test")
     hand, package = [], []
@@ -84,7 +89,7 @@ def main():
         package.append(package_epoch(train_data, test_data, config))
         print(f"repeat {r}: hand-written {hand[-1]:.2f} s, package {package[-1]:.2f} s")
     h, p = statistics.median(hand), statistics.median(package)
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"median epoch: hand-written {h:.2f} s, package {p:.2f} s")
     print(f"epoch_vs_handwritten_ratio={p / h:.3f}")
 

@@ -127,7 +127,7 @@ class LangevinConfig:
 
 @dataclasses.dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = 1e-2
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 100
@@ -229,9 +229,9 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
     """Named schedules sized to a run of ``total_iterations``.
 
     - ``default``: dense for the first 10 % of the run, then over the next 50 % the slab weight
-      falls (cosine) from 1 to ``final_slab_weight`` (0.1) while the spike narrows
-      geometrically from the slab's scale 1 to ``spike_scale`` (0.01); constant for the last
-      40 %. Meant for ``prior_step="semi-implicit"``.
+      falls (cosine) from 1 to ``final_slab_weight`` (0.5) while the spike narrows
+      geometrically from the slab's scale 1 to ``spike_scale`` (0.04); constant for the last
+      40 %. Meant for ``prior_step="semi-implicit"`` with ``sparsify=True``.
     - ``dense``: N(0, 1), classic ABP.
     - ``authors``: ``w = 1`` for 20 epochs (or half the run if shorter), then ``w`` falls by
       0.033 per iteration to ``final_slab_weight`` (0.001); spike 0.1.
@@ -255,8 +255,8 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
     if name == "default":
         warmup = int(0.1 * total_iterations)
         span = max(1, int(0.5 * total_iterations))
-        final_w = 0.1 if final_slab_weight is None else final_slab_weight
-        final_s = 0.01 if spike_scale is None else spike_scale
+        final_w = 0.5 if final_slab_weight is None else final_slab_weight
+        final_s = 0.04 if spike_scale is None else spike_scale
         weight = schedules.Curve("cosine", 1.0, final_w, 0, span)
         spike = schedules.Curve("exponential", 1.0, final_s, 0, span)
         return schedules.Schedule(weight, 1.0, spike, warmup=warmup)

@@ -3,18 +3,30 @@ import os
 import pytest
 import torch
 
-# PYRO_SPARSEGEN_TEST_DEVICE=cuda runs the suite's models and data on the GPU.
+# PYRO_SPARSEGEN_TEST_DEVICE=cuda makes CUDA the default device of every test, so models, chains
+# and tensors the tests create live on the GPU (benchmarks/gpu/run.sh uses it).
 DEVICE = os.environ.get("PYRO_SPARSEGEN_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    if DEVICE == "cpu":
+        yield
+        return
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("PYRO_SPARSEGEN_TEST_DEVICE asks for CUDA but none is available")
+    torch.set_default_device(DEVICE)
+    try:
+        yield
+    finally:
+        torch.set_default_device("cpu")
 
 
 @pytest.fixture
 def device():
-    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        pytest.skip("PYRO_SPARSEGEN_TEST_DEVICE asks for CUDA but none is available")
     return torch.device(DEVICE)
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
-    yield

@@ -205,7 +205,8 @@ def test_divergences_are_counted_by_the_kernel(float64):
 
 
 def test_semi_implicit_prior_step_is_stable_for_a_tiny_spike(float64):
-    # explicit: z' = z (1 - h / s^2 - h) + h x grows 1249x per step and overflows
+    # explicit: z' = z (1 - h / s^2 - h) + h x grows 1249x per step: the first step whose log
+    # density falls by more than 1000 nats is a divergence, and the chain keeps its last state
     def model(x):
         with pyro.plate("images", x.shape[0]):
             z = pyro.sample("z", dist.Normal(0.0, 1e-3))
@@ -215,7 +216,7 @@ def test_semi_implicit_prior_step_is_stable_for_a_tiny_spike(float64):
     explicit = ShortRunLangevin(model, step_size=0.05, num_steps=60, noise=False)
     z = explicit.infer(x)["z"]
     assert (explicit.last_run.divergences > 0).all()
-    assert torch.isfinite(z).all() and z.abs().min() > 1e100  # exploded, then kept
+    assert torch.isfinite(z).all() and z.abs().max() < 1e3  # stopped before it exploded
     semi = ShortRunLangevin(model, step_size=0.05, num_steps=60, noise=False,
                             prior_step="semi-implicit")
     z = semi.infer(x)["z"]
