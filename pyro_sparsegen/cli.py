@@ -242,7 +242,11 @@ def cmd_reconstruct(args):
     data = load_data(args.data or config.data.spec, "test")
     _check_shape(model, data)
     out = _writable_file(args.out or os.path.join(args.run_dir, "reconstruct.png"))
-    x = data.images(limit=min(args.num, len(data))).to(device)
+    import numpy as np
+
+    rows = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.num, len(data)),
+                                                          replace=False))
+    x = data.batch(rows).to(device)
     noisy = (x + args.noise * torch.randn_like(x)).clamp(0, 1) if args.noise else x
     z = make_encoder(model, config)(noisy)
     active, _ = active_mask(model, z, config.threshold)

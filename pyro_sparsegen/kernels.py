@@ -127,10 +127,10 @@ def langevin_step(state, log_density_fn, step_size, *, noise=True, metropolis=Fa
     proposal = mean + scale * torch.randn_like(z) if noise else mean
     new = langevin_init(proposal, log_density_fn, step_size, curvature_fn)
     new_log_joint = new.log_prior + new.log_likelihood
+    log_joint = state.log_prior + state.log_likelihood
     finite = _all_finite(new_log_joint, new.grad, proposal) & (
-        new_log_joint > state.log_prior + state.log_likelihood - max_energy_error)
+        new_log_joint > log_joint - max_energy_error)
     if metropolis:
-        log_joint = state.log_prior + state.log_likelihood
         if new.precond is None:
             reverse_mean, reverse_scale = proposal + h * new.grad, step_size
         else:

@@ -429,7 +429,9 @@ def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16
     from . import plots
 
     model.eval()
-    x = data.images(limit=min(num, len(data))).to(device)
+    # evenly spaced rows: split files are often sorted by class
+    rows = np.unique(np.linspace(0, len(data) - 1, min(num, len(data))).astype(int))
+    x = data.batch(rows).to(device)
     z = encoder(x)
     by_threshold, _ = active_mask(model, z, config.threshold)
     with torch.no_grad():
