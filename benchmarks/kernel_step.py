@@ -155,7 +155,7 @@ def run_case(name, network, image_shape, batch, repeats, budget):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="repeats per case (at most)")
+    parser.add_argument("--repeats", type=int, default=21, help="repeats per case (at most)")
     parser.add_argument("--budget", type=float, default=40.0,
                         help="seconds per case after which no new repeat starts (min. 5)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),

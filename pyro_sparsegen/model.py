@@ -184,9 +184,8 @@ class SparseGenerator(PyroModule):
 
     def likelihood(self, z):
         """``p(x | z)`` with event shape ``image_shape``; ``z: [..., latent_dim]``."""
-        network = self.network  # one lookup: PyroModule attribute access is slow
-        mean = network(z)
-        event_dim = len(network.image_shape)
+        mean = self.network(z)
+        event_dim = len(self.image_shape)
         if self.likelihood_kind == "bernoulli":
             base = dist.Bernoulli(probs=mean.clamp(1e-6, 1 - 1e-6), validate_args=False)
             return base.to_event(event_dim)

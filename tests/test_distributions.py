@@ -177,7 +177,7 @@ def test_goodness_of_fit_detects_a_wrong_density(float64):
     assert auto_goodness_of_fit(samples, d.log_prob(samples).exp()) < TEST_FAILURE_RATE
 
 
-# ---- inclusion probability --------------------------------------------------------------------
+# ---- inclusion probability -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("w,s1,s0", [(0.5, 1.0, 0.1), (0.01, 1.0, 0.05), (0.9, 3.0, 0.5)])
@@ -222,7 +222,7 @@ def test_inclusion_probability_matches_simulated_gates(float64):
         assert abs(observed - expected) < 5 * math.sqrt(expected * (1 - expected) / m)
 
 
-# ---- argument validation -----------------------------------------------------------------------
+# ---- argument validation ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs,name", [
@@ -262,7 +262,7 @@ def test_log_prob_validates_the_sample_when_asked(float64):
         SpikeAndSlab(0.5, 1.0, 0.1, validate_args=True).log_prob(torch.tensor(math.nan))
 
 
-# ---- inside Pyro ------------------------------------------------------------------------------------
+# ---- inside Pyro -----------------------------------------------------------------------------
 
 
 def test_latent_site_under_initialize_model(float64):

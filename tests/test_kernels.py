@@ -62,7 +62,7 @@ def _run(state, log_density, step_size, steps, **kwargs):
     return state, info
 
 
-# ---- the functional core ---------------------------------------------------------------------------
+# ---- the functional core ---------------------------------------------------------------------
 
 
 def test_one_step_is_the_langevin_update(float64):
@@ -261,7 +261,7 @@ def test_semi_implicit_mala_is_exact(float64):
     assert abs(z.var().item() - var) < 5 * var * math.sqrt(2 / n)
 
 
-# ---- a conjugate model, through the generic (trace) path ----------------------------------------
+# ---- a conjugate model, through the generic (trace) path -------------------------------------
 
 N_LG, D_LG, P_LG, S_LG = 3, 2, 4, 0.5
 
@@ -318,7 +318,7 @@ def test_generic_path_log_density_equals_the_trace(float64):
     torch.testing.assert_close(log_lik, trace.nodes["x"]["log_prob"])
 
 
-# ---- the fast path ---------------------------------------------------------------------------------
+# ---- the fast path ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])
@@ -388,7 +388,7 @@ def test_schedule_change_changes_the_potential(float64):
     assert (first_draws[12] - first_draws[0]).abs().min() > 1e-3
 
 
-# ---- infer() and sample_chains() ----------------------------------------------------------------------
+# ---- infer() and sample_chains() -------------------------------------------------------------
 
 
 def test_infer_shapes_and_replicas(float64, device):
@@ -464,7 +464,7 @@ def test_sample_chains_shapes(float64):
         kernel.sample_chains(x, num_draws=0)
 
 
-# ---- the MCMC kernel contract ---------------------------------------------------------------------
+# ---- the MCMC kernel contract ----------------------------------------------------------------
 
 
 def test_mcmc_sample_shapes(float64):
@@ -538,7 +538,7 @@ def test_potential_fn_kernel(float64):
     assert abs(samples["b"].mean().item() - 1.0) < 0.4  # N(1, 1), ~100 effective draws
 
 
-# ---- ArviZ --------------------------------------------------------------------------------------------
+# ---- ArviZ -----------------------------------------------------------------------------------
 
 
 def _assert_groups(idata, site, plate_size, obs):
@@ -607,7 +607,7 @@ def test_arviz_from_pyro_for_a_user_model(float64):
                                rtol=1e-10)
 
 
-# ---- constructor validation -------------------------------------------------------------------------
+# ---- constructor validation ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -42,7 +42,7 @@ class LaplaceGenerator(SparseGenerator):
         return dist.Laplace(torch.zeros((), dtype=like.dtype), self.scale)
 
 
-# ---- sites -------------------------------------------------------------------------------------
+# ---- sites -----------------------------------------------------------------------------------
 
 
 def test_trace_sites_and_shapes(float64):
@@ -154,7 +154,7 @@ def test_bad_iteration(value):
         _model().iteration = value
 
 
-# ---- generation ----------------------------------------------------------------------------------
+# ---- generation ------------------------------------------------------------------------------
 
 
 def test_generate(float64):
@@ -183,7 +183,7 @@ def test_inclusion_probability(float64):
         LaplaceGenerator(MLPGenerator(D, SHAPE, hidden=(8,))).inclusion_probability(z)
 
 
-# ---- fast-path terms ------------------------------------------------------------------------------
+# ---- fast-path terms -------------------------------------------------------------------------
 
 
 def test_log_joint_terms_equal_the_trace(float64):
@@ -204,7 +204,7 @@ def test_log_joint_terms_equal_the_trace(float64):
         model.log_joint_terms({"z": z})
 
 
-# ---- a variant prior ------------------------------------------------------------------------------
+# ---- a variant prior -------------------------------------------------------------------------
 
 
 def test_variant_prior_via_subclass(float64):
@@ -247,7 +247,7 @@ def test_prior_with_wrong_event_shape_is_rejected(float64):
         poutine.trace(Bad(MLPGenerator(D, SHAPE, hidden=(8,)))).get_trace(_images())
 
 
-# ---- argument validation ----------------------------------------------------------------------------
+# ---- argument validation ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs,match", [

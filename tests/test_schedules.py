@@ -11,7 +11,7 @@ from pyro_sparsegen.schedules import Curve, PriorParams, Schedule
 KINDS = ("linear", "cosine", "exponential")
 
 
-# ---- curves ------------------------------------------------------------------------------------
+# ---- curves ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -62,7 +62,7 @@ def test_zero_length_transition_jumps():
     assert c(5) == 1.0 and c(6) == 0.1
 
 
-# ---- schedules ---------------------------------------------------------------------------------
+# ---- schedules -------------------------------------------------------------------------------
 
 
 def test_schedule_returns_prior_params():
@@ -129,7 +129,7 @@ def test_is_dense():
     assert not Schedule(Curve("linear", 1.0, 0.1, 0, 10), 1.0, 0.1).is_dense
 
 
-# ---- serialisation -----------------------------------------------------------------------------
+# ---- serialisation ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("schedule", [
@@ -152,7 +152,7 @@ def test_from_dict_accepts_numbers_for_constants():
     assert s(0) == (0.2, 1.0, 0.05)
 
 
-# ---- validation ------------------------------------------------------------------------------------
+# ---- validation ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs,match", [
