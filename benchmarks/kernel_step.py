@@ -100,15 +100,21 @@ def hmc_steps(hmc, num_steps):
 
 
 # -- timing ------------------------------------------------------------------------------------
+DEVICE = torch.device("cpu")
+
+
 def timed(fn):
     start = time.perf_counter()
     fn()
+    if DEVICE.type == "cuda":  # queued kernels count
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def run_case(name, network, image_shape, batch, repeats, budget):
     torch.manual_seed(0)
-    x = torch.rand(batch, *image_shape)
+    network = network.to(DEVICE)
+    x = torch.rand(batch, *image_shape, device=DEVICE)
     d = network.latent_dim
     model = make_model(network)
     explicit = ShortRunLangevin(model, step_size=STEP_SIZE, num_steps=NUM_STEPS, noise=True)
@@ -160,10 +166,13 @@ def main():
                         help="seconds per case after which no new repeat starts (min. 5)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch threads (default: the cores this process may use)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} "
-          f"threads, float32, CPU")
+          f"threads, float32, {DEVICE}")
     mlp = run_case("MLP (authors' MNIST)", MLPGenerator(100), (1, 28, 28), 100, args.repeats,
                    args.budget)
     conv = run_case("Conv", ConvGenerator(64, (1, 28, 28)), (1, 28, 28), 64, args.repeats,

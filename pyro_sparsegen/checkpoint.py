@@ -4,6 +4,7 @@ Written atomically: a temporary file in the same folder, flushed and fsynced, th
 ``os.replace``d over the previous checkpoint, so an interrupted write never damages it.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -122,6 +123,29 @@ def restore_rng(states):
         torch.cuda.set_rng_state_all(cuda)
 
 
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path in ``path``'s folder; when the block ends without error the file
+    is fsynced and renamed over ``path`` (and the folder fsynced), else removed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(folder, os.O_RDONLY)
+            os.fsync(dir_fd)
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 # -- the file --
 def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extra=None,
          before_replace=None):
@@ -138,10 +162,7 @@ def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extr
         replaces ``path`` (tests use it to interrupt a write).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -159,21 +180,8 @@ def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extr
                 _write_optimizer(f.create_group("optimizer"), optimizer.state_dict())
             _write_rng(f.create_group("rng"), _rng_states())
             f.flush()
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
         if before_replace is not None:
             before_replace(tmp)
-        os.replace(tmp, path)
-        try:
-            dir_fd = os.open(folder, os.O_RDONLY)
-            os.fsync(dir_fd)
-            os.close(dir_fd)
-        except OSError:
-            pass
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

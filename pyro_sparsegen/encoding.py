@@ -1,13 +1,11 @@
 """Codes for a whole data set, and their HDF5 file."""
 
-import os
-import tempfile
-
 import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import atomic_file
 from .training import active_mask
 
 
@@ -51,21 +49,12 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
 def save_codes(path, codes, **attrs):
     """Write ``codes`` (from :func:`encode_dataset`) to HDF5 atomically; ``attrs`` are stored
     as file attributes (e.g. the checkpoint it came from)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in codes.items():
                 f.create_dataset(key, data=value, compression="gzip")
             for key, value in attrs.items():
                 f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

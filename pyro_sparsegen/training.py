@@ -56,6 +56,20 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def load_splits(config: TrainConfig, train_data=None, test_data=None):
+    """The run's train and test :class:`~pyro_sparsegen.data.ImageData` (given ones win)."""
+    if train_data is None or test_data is None:
+        from .data import load_data
+
+        if train_data is None:
+            train_data = load_data(config.data.spec, "train")
+        if test_data is None:
+            test_data = load_data(config.data.spec, "test")
+    if len(train_data) < 1:
+        raise ConfigError("the training split is empty")
+    return train_data, test_data
+
+
 def build_network(config: TrainConfig, image_shape):
     net = config.network
     if net.type == "conv":
@@ -229,13 +243,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     if dist is not None and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
-    if train_data is None or test_data is None:
-        from .data import load_data
-
-        train_data = train_data if train_data is not None else load_data(config.data.spec, "train")
-        test_data = test_data if test_data is not None else load_data(config.data.spec, "test")
-    if len(train_data) < 1:
-        raise ConfigError("the training split is empty")
+    train_data, test_data = load_splits(config, train_data, test_data)
     out_dir = os.fspath(out_dir)
     path = os.path.join(out_dir, CHECKPOINT)
     per_rank = math.ceil(len(train_data) / world)

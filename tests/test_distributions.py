@@ -15,14 +15,6 @@ from pyro_sparsegen import SpikeAndSlab
 TEST_FAILURE_RATE = 1e-3
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _direct_log_prob(value, w, s1, s0):
     """The mixture density written out with torch's Normal, as a reference."""
     value, w, s1, s0 = (torch.as_tensor(v, dtype=torch.float64) for v in (value, w, s1, s0))

@@ -24,14 +24,6 @@ SEQUENTIAL = "Chains will be drawn sequentially"
 
 
 @pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
 def sequential_chains(monkeypatch):
     """Pyro runs chains in parallel processes when it has the cores; pin the 2-core CI case
     (one chain after another, in this process) so the tests behave the same everywhere."""

@@ -13,14 +13,6 @@ from pyro_sparsegen import MLPGenerator, ShortRunLangevin, SparseGenerator, Spik
 D, SHAPE = 5, (1, 4, 4)
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _model(schedule=None, **kwargs):
     torch.manual_seed(0)
     return SparseGenerator(MLPGenerator(D, SHAPE, hidden=(8,)), schedule=schedule, **kwargs)

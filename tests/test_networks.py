@@ -10,14 +10,6 @@ from pyro_sparsegen.networks import build_network
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _make(kind, latent_dim, shape):
     if kind == "mlp":
         return MLPGenerator(latent_dim, shape, hidden=(32,))

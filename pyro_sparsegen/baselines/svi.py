@@ -111,13 +111,7 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
     if training._distributed()[0] is not None:
         raise ConfigError("the SVI baselines train in one process; run them without torchrun")
     device = training.resolve_device(config.device)
-    if train_data is None or test_data is None:
-        from ..data import load_data
-
-        train_data = train_data if train_data is not None else load_data(config.data.spec, "train")
-        test_data = test_data if test_data is not None else load_data(config.data.spec, "test")
-    if len(train_data) < 1:
-        raise ConfigError("the training split is empty")
+    train_data, test_data = training.load_splits(config, train_data, test_data)
     out_dir = os.fspath(out_dir)
     path = os.path.join(out_dir, training.CHECKPOINT)
     iterations_per_epoch = math.ceil(len(train_data) / config.optim.batch_size)
