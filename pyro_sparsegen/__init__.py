@@ -19,8 +19,10 @@ from .model import SparseGenerator
 from .networks import ConvGenerator, MLPGenerator
 from .training import Encoder, TrainingError, evaluate, load_run, make_encoder, train
 
+from . import baselines  # noqa: E402  (builds on the modules above)
+
 __all__ = [
-    "CheckpointError", "ConfigError", "ConvGenerator", "DataError", "Encoder", "ImageData",
+    "CheckpointError", "ConfigError", "baselines", "ConvGenerator", "DataError", "Encoder", "ImageData",
     "LangevinInfo", "LangevinState", "MLPGenerator", "ShortRunLangevin", "SparseGenerator",
     "SpikeAndSlab", "TrainConfig", "TrainingError", "checkpoint", "diagnostics",
     "encode_dataset", "evaluate", "langevin_init", "langevin_step", "load_codes", "load_data",

@@ -83,6 +83,8 @@ def build_parser():
     a.add_argument("--chains", type=int, default=4)
     a.add_argument("--draws", type=int, default=200)
     a.add_argument("--warmup", type=int, default=None)
+    a.add_argument("--init", choices=["zeros", "prior", "normal"], default="zeros",
+                   help="where every chain starts (default zeros, as in training)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
     _add_common(a)
@@ -285,7 +287,7 @@ def cmd_analyze(args):
     result = diagnostics.analyze(
         model, x, out, labels=labels, chains=args.chains, draws=args.draws, warmup=args.warmup,
         source=state.path, step_size=config.langevin.step_size,
-        prior_step=config.langevin.prior_step, progress=not args.quiet)
+        prior_step=config.langevin.prior_step, init=args.init, progress=not args.quiet)
     print(f"wrote {out}/idata.nc, summary.md and figures")
     for key, value in result.items():
         if isinstance(value, (int, float)):

@@ -71,3 +71,18 @@ def test_module_entry_point_error_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "no such run folder" in proc.stderr
+
+
+def test_analyze_writes_idata_summary_and_figures(run_dir, tmp_path):
+    import arviz as az
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(run_dir), "--images", "12", "--chains", "2", "--draws", "10",
+                 "--warmup", "5", "--out", str(out), "--quiet"]) == 0
+    idata = az.from_netcdf(out / "idata.nc")
+    assert idata.posterior["z"].shape == (2, 10, 12, 5)
+    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data",
+                  "constant_data"):
+        assert group in idata.groups()
+    assert "inactive when" in (out / "summary.md").read_text()
+    assert os.path.getsize(out / "code_usage.png") > 0
