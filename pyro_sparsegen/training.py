@@ -161,7 +161,7 @@ def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None,
 
 
 # ------------------------------------------------------------------------------------------
-class _Interrupt:
+class InterruptGuard:
     """SIGINT sets a flag checked between batches (a second Ctrl-C stops at once)."""
 
     def __init__(self):
@@ -196,16 +196,8 @@ def _network_as(model, network):
         model.network = original
 
 
-def _append_csv(path, row):
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _rewrite_csv(path, rows):
+def rewrite_csv(path, rows):
+    """Write the metrics rows to ``path`` (replacing it in one rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         if rows:
@@ -215,7 +207,8 @@ def _rewrite_csv(path, rows):
     os.replace(tmp, path)
 
 
-def _distributed():
+def distributed_context():
+    """``(torch.distributed or None, rank, world size)`` of this process."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -238,7 +231,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     :return: :class:`TrainResult`
     """
     config.validate()
-    dist, rank, world = _distributed()
+    dist, rank, world = distributed_context()
     device = resolve_device(config.device)
     if dist is not None and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
@@ -251,7 +244,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
 
     if resume:
         state = ckpt.load(path)
-        _check_resumable(state, config, train_data.image_shape)
+        check_resumable(state, config, train_data.image_shape)
         model = state.build_model(device)
         progress_state, metrics = state.progress, state.metrics
     else:
@@ -299,7 +292,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     interrupted = False
     bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
                disable=not progress or rank != 0, desc="train", unit="batch", dynamic_ncols=True)
-    with _Interrupt() as interrupt, bar:
+    with InterruptGuard() as interrupt, bar:
         last_epoch = config.optim.epochs if stop_after is None else min(stop_after,
                                                                           config.optim.epochs)
         while epoch < last_epoch and not interrupted:
@@ -339,7 +332,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
             epoch_sums = {"mse": 0.0, "images": 0, "seconds": 0.0}
             save(0, epoch_sums)
             if rank == 0:
-                _rewrite_csv(os.path.join(out_dir, METRICS), metrics)
+                rewrite_csv(os.path.join(out_dir, METRICS), metrics)
     if rank == 0 and figures and not interrupted and epoch >= config.optim.epochs:
         write_figures(model, encoder, test_data, metrics, out_dir, config, device)
     return TrainResult(model, metrics, path, interrupted)
@@ -353,7 +346,7 @@ def _remove_stale_temporaries(out_dir):
                 os.unlink(os.path.join(out_dir, name))
 
 
-def _check_resumable(state, config, image_shape):
+def check_resumable(state, config, image_shape):
     saved = TrainConfig.from_dict(state.config)
     net = state.network
     if net.get("type") != config.network.type:

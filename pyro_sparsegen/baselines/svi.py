@@ -108,7 +108,7 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
     """
     cls = _model_class(kind)
     config.validate()
-    if training._distributed()[0] is not None:
+    if training.distributed_context()[0] is not None:
         raise ConfigError("the SVI baselines train in one process; run them without torchrun")
     device = training.resolve_device(config.device)
     train_data, test_data = training.load_splits(config, train_data, test_data)
@@ -118,7 +118,7 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
 
     if resume:
         state = ckpt.load(path)
-        training._check_resumable(state, config, train_data.image_shape)
+        training.check_resumable(state, config, train_data.image_shape)
         model = state.build_model(device)
         if type(model) is not cls:
             raise ConfigError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
@@ -155,7 +155,7 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
                                                                       config.optim.epochs)
     bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
                disable=not progress, desc=kind, unit="batch", dynamic_ncols=True)
-    with training._Interrupt() as interrupt, bar:
+    with training.InterruptGuard() as interrupt, bar:
         while epoch < last_epoch and not interrupted:
             model.train()
             tick = time.perf_counter()
@@ -186,7 +186,7 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
             epoch += 1
             sums = dict(fresh)
             save(0, sums)
-            training._rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
+            training.rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
     if figures and not interrupted and epoch >= config.optim.epochs:
         training.write_figures(model, training.Encoder(model, None), test_data, metrics,
                                out_dir, config, device)
