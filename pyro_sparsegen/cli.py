@@ -26,7 +26,9 @@ def _add_common(p):
 
 
 def build_parser():
-    parser = _Parser(prog="pyro-sparsegen", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pyro-sparsegen", description="Sparse latent generator models "
+                     "(spike-and-slab prior, short-run Langevin): train, encode, sample, "
+                     "reconstruct, analyze.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a sparse generator (alternating back-propagation)")
