@@ -234,11 +234,12 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
+    import numpy as np
     import torch
 
     from . import plots
     from .data import load_data
-    from .training import active_mask, make_encoder
+    from .training import make_encoder, reconstructions
 
     _positive("--num", args.num)
     _positive("--noise", args.noise, allow_zero=True)
@@ -246,16 +247,12 @@ def cmd_reconstruct(args):
     data = load_data(args.data or config.data.spec, "test")
     _check_shape(model, data)
     out = _writable_file(args.out or os.path.join(args.run_dir, "reconstruct.png"))
-    import numpy as np
-
     rows = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.num, len(data)),
                                                           replace=False))
     x = data.batch(rows).to(device)
     noisy = (x + args.noise * torch.randn_like(x)).clamp(0, 1) if args.noise else x
-    z = make_encoder(model, config)(noisy)
-    active, _ = active_mask(model, z, config.threshold)
-    with torch.no_grad():
-        recon, zeroed = model.network(z), model.network(z * active)
+    recon, zeroed = reconstructions(model, make_encoder(model, config), x,
+                                    threshold=config.threshold, observed=noisy)
     rows = [x.cpu()] + ([noisy.cpu()] if args.noise else []) + [recon.cpu(), zeroed.cpu()]
     titles = ["test images"] + ([f"noise std {args.noise}"] if args.noise else []) + \
         ["reconstructions", "inactive coordinates zeroed"]

@@ -21,7 +21,6 @@ from typing import NamedTuple, Optional
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import sum_rightmost
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
@@ -136,10 +135,6 @@ def langevin_step(state, log_density_fn, step_size, *, noise=True, metropolis=Fa
         else:
             reverse_mean = proposal + new.precond * h * new.grad
             reverse_scale = new.precond * step_size
-        if isinstance(scale, torch.Tensor) != isinstance(reverse_scale, torch.Tensor):
-            # one side preconditioned, the other not: the constants no longer cancel
-            scale, reverse_scale = (s if isinstance(s, torch.Tensor) else torch.full_like(z, s)
-                                    for s in (scale, reverse_scale))
         log_ratio = (new_log_joint - log_joint
                      + _proposal_log_prob(z, reverse_mean, reverse_scale)
                      - _proposal_log_prob(proposal, mean, scale))
@@ -193,7 +188,7 @@ class _ModelTarget:
     (``log_joint_terms``) when it has one, else a conditioned trace of the model itself.
     """
 
-    def __init__(self, model, args, kwargs, chain_plate, fast):
+    def __init__(self, model, args, kwargs, chain_plate):
         trace = poutine.trace(model).get_trace(*args, **kwargs)
         latent, observed = [], []
         for name, site in trace.nodes.items():
@@ -227,8 +222,7 @@ class _ModelTarget:
             and only.shape == (self.num_chains, only.size) else None
         self.dtype, self.device = latent[0]["value"].dtype, latent[0]["value"].device
         self.model = model
-        self.fast = fast and hasattr(model, "log_joint_terms") and \
-            hasattr(model, "log_prior_terms")
+        self.fast = hasattr(model, "log_joint_terms") and hasattr(model, "log_prior_terms")
 
     def _find_plate(self, latent, observed, chain_plate):
         def plates(site):
@@ -247,14 +241,14 @@ class _ModelTarget:
             raise ValueError(f"several plates contain every site ({sorted(common)}): "
                              "name the one whose elements are independent chains with chain_plate")
         if not common:
-            self.num_chains = 1
+            self.num_chains, self.plate_dim = 1, None
             return None
         name = common.pop()
         frame = plates(latent[0])[name]
         if frame.full_size != frame.size:
             raise ValueError(f"plate {name!r} is subsampled; ShortRunLangevin needs the whole "
                              "batch in every call")
-        self.num_chains = frame.size
+        self.num_chains, self.plate_dim = frame.size, frame.dim
         return name
 
     # -- packing: {site: value} <-> [*replicas, chains, dim] --
@@ -307,7 +301,7 @@ class _ModelTarget:
         log_prob = log_prob.reshape((1,) * (rank - log_prob.dim()) + tuple(log_prob.shape))
         keep = [0] if replicas else []
         if self.plate is not None:
-            keep.append(rank + self._plate_dim)
+            keep.append(rank + self.plate_dim)
         drop = [d for d in range(rank) if d not in keep]
         out = log_prob.sum(drop) if drop else log_prob
         if replicas:
@@ -315,10 +309,6 @@ class _ModelTarget:
         if self.plate is None:
             out = out.unsqueeze(-1)
         return out.expand(*((replicas,) if replicas else ()), self.num_chains)
-
-    @property
-    def _plate_dim(self):
-        return next(s.batch_dim - len(s.shape) + s.event_dim for s in self.sites)
 
     def log_density(self, position, args, kwargs):
         replicas = position.shape[0] if position.dim() == 3 else 0
@@ -482,7 +472,7 @@ class ShortRunLangevin(MCMCKernel):
         self._warmup_steps = 0
         self._state = None
         self._returned = None
-        self._args, self._kwargs = (), {}
+        self._bound = None  # (target, init, step) of the chain being run
         self._diverging = []
         self._accept_sum = None
         self._accept_mean = float("nan")
@@ -497,18 +487,30 @@ class ShortRunLangevin(MCMCKernel):
                tuple(sorted((k, _signature(v)) for k, v in kwargs.items())))
         target = self._targets.get(key)
         if target is None:
-            target = _ModelTarget(self.model, args, kwargs, self.chain_plate, fast=True)
+            target = _ModelTarget(self.model, args, kwargs, self.chain_plate)
             self._targets = {key: target}  # keep one: shapes rarely change within a run
         return target
 
-    def _functions(self, target, args, kwargs):
+    def _dynamics(self, args, kwargs):
+        """``(target, init, step)`` for these model arguments: ``init(position) -> state`` and
+        ``step(state) -> (state, info)`` are the core bound to the kernel's settings."""
+        target = self._target(args, kwargs)
+
         def log_density_fn(position):
             return target.log_density(position, args, kwargs)
 
         curvature_fn = None
         if self.prior_step == "semi-implicit":
             curvature_fn = secant_curvature(lambda p: target.log_prior(p, args, kwargs))
-        return log_density_fn, curvature_fn
+
+        def init(position):
+            return langevin_init(position, log_density_fn, self.step_size, curvature_fn)
+
+        def step(state):
+            return langevin_step(state, log_density_fn, self.step_size, noise=self.noise,
+                                 metropolis=self.metropolis, curvature_fn=curvature_fn)
+
+        return target, init, step
 
     def _start(self, target, replicas, args, kwargs):
         shape = ((replicas,) if replicas else ()) + (target.num_chains,
@@ -541,15 +543,11 @@ class ShortRunLangevin(MCMCKernel):
             raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}")
         replicas = int(num_chains or 0)
         with pyro.validation_enabled(False):
-            target = self._target(args, kwargs)
-            log_density_fn, curvature_fn = self._functions(target, args, kwargs)
-            state = langevin_init(self._start(target, replicas, args, kwargs), log_density_fn,
-                                  self.step_size, curvature_fn)
+            target, init, step = self._dynamics(args, kwargs)
+            state = init(self._start(target, replicas, args, kwargs))
             diverging, accept_prob = [], []
             for _ in range(self.num_steps):
-                state, info = langevin_step(state, log_density_fn, self.step_size,
-                                            noise=self.noise, metropolis=self.metropolis,
-                                            curvature_fn=curvature_fn)
+                state, info = step(state)
                 diverging.append(info.diverging)
                 accept_prob.append(info.accept_prob)
         # summed once at the end: two kernels instead of two per step
@@ -578,14 +576,10 @@ class ShortRunLangevin(MCMCKernel):
         draws, stats = [], {k: [] for k in ("log_prior", "log_likelihood", "accept_prob",
                                             "diverging")}
         with pyro.validation_enabled(False):
-            target = self._target(args, kwargs)
-            log_density_fn, curvature_fn = self._functions(target, args, kwargs)
-            state = langevin_init(self._start(target, num_chains, args, kwargs),
-                                  log_density_fn, self.step_size, curvature_fn)
+            target, init, step = self._dynamics(args, kwargs)
+            state = init(self._start(target, num_chains, args, kwargs))
             for i in range(warmup_steps + num_draws * thin):
-                state, info = langevin_step(state, log_density_fn, self.step_size,
-                                            noise=self.noise, metropolis=self.metropolis,
-                                            curvature_fn=curvature_fn)
+                state, info = step(state)
                 if i < warmup_steps:
                     continue
                 j = (i - warmup_steps) % thin
@@ -615,23 +609,20 @@ class ShortRunLangevin(MCMCKernel):
     def setup(self, warmup_steps, *args, **kwargs):
         self._reset()
         self._warmup_steps = warmup_steps
-        self._args, self._kwargs = args, kwargs
-        target = self._target(args, kwargs)
+        self._bound = self._dynamics(args, kwargs)
+        target = self._bound[0]
         self.transforms = {name: biject_to(constraints.real) for name in target.names}
         if self._initial_params is None:
             with pyro.validation_enabled(False):
                 self._initial_params = target.unpack(self._start(target, 0, args, kwargs))
 
     def sample(self, params):
-        target = self._target(self._args, self._kwargs)
-        log_density_fn, curvature_fn = self._functions(target, self._args, self._kwargs)
+        target, init, step = self._bound
         with pyro.validation_enabled(False):
             state = self._state
             if state is None or params is not self._returned:
-                position = target.pack({k: v.detach() for k, v in params.items()})
-                state = langevin_init(position, log_density_fn, self.step_size, curvature_fn)
-            state, info = langevin_step(state, log_density_fn, self.step_size, noise=self.noise,
-                                        metropolis=self.metropolis, curvature_fn=curvature_fn)
+                state = init(target.pack({k: v.detach() for k, v in params.items()}))
+            state, info = step(state)
         self._t += 1
         if self._t > self._warmup_steps:
             self._diverging.append(info.diverging.any())

@@ -100,15 +100,18 @@ class Encoder:
 
     def __init__(self, model, kernel, sparsify=False):
         self.model, self.kernel, self.sparsify = model, kernel, sparsify
+        self.last_run = None  # the kernel's RunStats of the last call (None for an encoder)
 
     def __call__(self, x):
         if hasattr(self.model, "encode"):
             with torch.no_grad():
                 z = self.model.encode(x)
+            self.last_run = None
         else:
             z = self.kernel.infer(x)["z"].detach()
+            self.last_run = self.kernel.last_run
         if self.sparsify:
-            _, by_inclusion = active_mask(self.model, z, 0.0)
+            by_inclusion = inclusion_mask(self.model, z)
             if by_inclusion is not None:
                 z = z * by_inclusion
         return z
@@ -118,18 +121,33 @@ def make_encoder(model, config: TrainConfig):
     return Encoder(model, make_kernel(model, config), config.langevin.sparsify)
 
 
+def inclusion_mask(model, z):
+    """``inclusion probability >= 0.5``, or ``None`` for priors without one."""
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        return model.inclusion_probability(z) >= 0.5
+    return None
+
+
 def active_mask(model, z, threshold):
     """``(|z| > threshold, inclusion probability >= 0.5)``; the second is ``None`` for priors
     without inclusion probabilities."""
-    by_inclusion = None
-    with contextlib.suppress(NotImplementedError, AttributeError):
-        by_inclusion = model.inclusion_probability(z) >= 0.5
-    return z.abs() > threshold, by_inclusion
+    return z.abs() > threshold, inclusion_mask(model, z)
+
+
+def joint_terms(model, z, x):
+    """``(reconstruction g(z), log p(z), log p(x | z))`` per image, from one pass through the
+    generator (the likelihood's mean is the reconstruction)."""
+    likelihood = model.likelihood(z)
+    return likelihood.mean, model.log_prior_terms({"z": z}), likelihood.log_prob(x)
+
+
+def _squared_error(recon, x):
+    return ((recon - x) ** 2).flatten(1).mean(1)
 
 
 @torch.no_grad()
 def _mse(model, z, x):
-    return ((model.network(z) - x) ** 2).flatten(1).mean(1)
+    return _squared_error(model.network(z), x)
 
 
 def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None, device="cpu"):
@@ -145,7 +163,9 @@ def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None,
         z = encoder(x)
         by_threshold, by_inclusion = active_mask(model, z, threshold)
         b = x.shape[0]
-        sums["test_mse"] += _mse(model, z, x).sum().item()
+        with torch.no_grad():
+            recon, log_prior, log_lik = joint_terms(model, z, x)
+        sums["test_mse"] += _squared_error(recon, x).sum().item()
         sums["zeroed_mse"] += _mse(model, z * by_threshold, x).sum().item()
         sums["inactive_fraction_threshold"] += (~by_threshold).float().mean(1).sum().item()
         if by_inclusion is not None:
@@ -153,8 +173,6 @@ def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None,
             sums["inactive_fraction_inclusion"] += (~by_inclusion).float().mean(1).sum().item()
         else:
             sums["zeroed_mse_inclusion"] = sums["inactive_fraction_inclusion"] = float("nan")
-        with torch.no_grad():
-            log_prior, log_lik = model.log_joint_terms({"z": z}, x)
         sums["log_joint"] += (log_prior + log_lik).sum().item()
         count += b
     return {k: v / max(count, 1) for k, v in sums.items()}
@@ -274,7 +292,7 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
             model.network, device_ids=[device.index] if device.type == "cuda" else None)
     encoder = make_encoder(model, config)
 
-    def save(batch_in_epoch, epoch_sums):
+    def save(epoch, batch_in_epoch, epoch_sums):
         if rank != 0:
             return
         prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
@@ -284,18 +302,50 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
         if on_checkpoint is not None:
             on_checkpoint(path)
 
+    def step(x):
+        mse = _train_step(model, encoder, optimizer, x, config, ddp_network)
+        return {"mse": mse * x.shape[0], "images": x.shape[0]}
+
+    def end_epoch(epoch, epoch_sums):
+        row = epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums)
+        metrics.append(row)
+        if rank == 0:
+            rewrite_csv(os.path.join(out_dir, METRICS), metrics)
+        return {"mse": f"{row['test_mse']:.4f}", "zeroed": f"{row['zeroed_mse']:.4f}",
+                "inactive": f"{row['inactive_fraction_threshold']:.2f}",
+                "w": f"{row['slab_weight']:.3g}"}
+
     if rank == 0:
         _remove_stale_temporaries(out_dir)
-    epoch = progress_state["epoch"]
-    start_batch = progress_state.get("batch_in_epoch", 0)
-    epoch_sums = progress_state.get("epoch_sums") or {"mse": 0.0, "images": 0, "seconds": 0.0}
-    interrupted = False
     bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
                disable=not progress or rank != 0, desc="train", unit="batch", dynamic_ncols=True)
+    epoch, interrupted = run_epochs(
+        model, config, train_data, step, end_epoch, save, progress_state=progress_state,
+        fresh_sums={"mse": 0.0, "images": 0, "seconds": 0.0}, bar=bar, device=device,
+        stop_after=stop_after, rank=rank, world=world, dist=dist)
+    if rank == 0 and figures and not interrupted and epoch >= config.optim.epochs:
+        write_figures(model, encoder, test_data, metrics, out_dir, config, device)
+    return TrainResult(model, metrics, path, interrupted)
+
+
+def run_epochs(model, config, train_data, step, end_epoch, save, *, progress_state, fresh_sums,
+               bar, device, stop_after=None, rank=0, world=1, dist=None):
+    """The epoch loop every training loop of the package shares (ABP and the baselines).
+
+    Resumes at ``progress_state`` (``epoch``, ``batch_in_epoch``, ``epoch_sums``); per batch
+    ``step(x) -> {sum: increment}``; after an epoch ``end_epoch(epoch, sums) -> postfix`` and
+    ``save(epoch + 1, 0, fresh sums)``; on Ctrl-C (any rank's, under torch.distributed)
+    ``save(epoch, next batch, sums)`` and stop.
+
+    :return: ``(epochs done, interrupted)``
+    """
+    epoch = progress_state["epoch"]
+    start_batch = progress_state.get("batch_in_epoch", 0)
+    sums = progress_state.get("epoch_sums") or dict(fresh_sums)
+    last_epoch = config.optim.epochs if stop_after is None else min(stop_after,
+                                                                      config.optim.epochs)
     with InterruptGuard() as interrupt, bar:
-        last_epoch = config.optim.epochs if stop_after is None else min(stop_after,
-                                                                          config.optim.epochs)
-        while epoch < last_epoch and not interrupted:
+        while epoch < last_epoch:
             model.train()
             tick = time.perf_counter()
             batches = train_data.batches(config.optim.batch_size, shuffle=True,
@@ -304,10 +354,8 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
             for b, (_, x) in enumerate(batches):
                 if b < start_batch:
                     continue
-                x = x.to(device, non_blocking=True)
-                mse = _train_step(model, encoder, optimizer, x, config, ddp_network)
-                epoch_sums["mse"] += mse * x.shape[0]
-                epoch_sums["images"] += x.shape[0]
+                for key, value in step(x.to(device, non_blocking=True)).items():
+                    sums[key] += value
                 bar.update(1)
                 stop = interrupt.requested
                 if dist is not None:
@@ -315,27 +363,16 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
                     dist.all_reduce(flag)
                     stop = flag.item() > 0
                 if stop:
-                    epoch_sums["seconds"] += time.perf_counter() - tick
-                    save(b + 1, epoch_sums)
-                    interrupted = True
-                    break
-            if interrupted:
-                break
+                    sums["seconds"] += time.perf_counter() - tick
+                    save(epoch, b + 1, sums)
+                    return epoch, True
             start_batch = 0
-            epoch_sums["seconds"] += time.perf_counter() - tick
-            row = _epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums)
-            metrics.append(row)
-            bar.set_postfix(mse=f"{row['test_mse']:.4f}", zeroed=f"{row['zeroed_mse']:.4f}",
-                            inactive=f"{row['inactive_fraction_threshold']:.2f}",
-                            w=f"{row['slab_weight']:.3g}")
+            sums["seconds"] += time.perf_counter() - tick
+            bar.set_postfix(end_epoch(epoch, sums))
             epoch += 1
-            epoch_sums = {"mse": 0.0, "images": 0, "seconds": 0.0}
-            save(0, epoch_sums)
-            if rank == 0:
-                rewrite_csv(os.path.join(out_dir, METRICS), metrics)
-    if rank == 0 and figures and not interrupted and epoch >= config.optim.epochs:
-        write_figures(model, encoder, test_data, metrics, out_dir, config, device)
-    return TrainResult(model, metrics, path, interrupted)
+            sums = dict(fresh_sums)
+            save(epoch, 0, sums)
+    return epoch, False
 
 
 def _remove_stale_temporaries(out_dir):
@@ -365,22 +402,21 @@ def check_resumable(state, config, image_shape):
 
 def _train_step(model, encoder, optimizer, x, config, ddp_network):
     z = encoder(x)
-    kernel = encoder.kernel
-    stats = None if hasattr(model, "encode") else kernel.last_run
-    diverged = 0 if stats is None else stats.divergences.sum().item()
-    if stats is not None and diverged > config.langevin.max_divergence_fraction * stats.divergences.numel() * \
-            kernel.num_steps:
-        raise TrainingError(
-            f"Langevin inference diverged in {diverged} of {stats.divergences.numel() * kernel.num_steps}"
-            f" chain-steps at iteration {model.iteration} (step size {kernel.step_size}); "
-            "lower langevin.step_size — weights were not updated, the last checkpoint is intact")
+    stats = encoder.last_run
+    if stats is not None:
+        chain_steps = stats.divergences.numel() * encoder.kernel.num_steps
+        diverged = stats.divergences.sum().item()
+        if diverged > config.langevin.max_divergence_fraction * chain_steps:
+            raise TrainingError(
+                f"Langevin inference diverged in {diverged} of {chain_steps} chain-steps at "
+                f"iteration {model.iteration} (step size {encoder.kernel.step_size}); lower "
+                "langevin.step_size — weights were not updated, the last checkpoint is intact")
     optimizer.zero_grad(set_to_none=True)
     network = ddp_network if ddp_network is not None else model.network
     with _network_as(model, network):
-        log_prior, log_lik = model.log_joint_terms({"z": z}, x)
-        loss = -(log_prior + log_lik).mean()
-        with torch.no_grad():
-            mse = ((model.network(z) - x) ** 2).mean() if ddp_network is None else None
+        recon, log_prior, log_lik = joint_terms(model, z, x)
+    loss = -(log_prior + log_lik).mean()
+    mse = ((recon.detach() - x) ** 2).mean()  # before the step, from the same forward pass
     if not torch.isfinite(loss):
         raise TrainingError(f"non-finite training loss ({loss.item()}) at iteration "
                             f"{model.iteration}; weights were not updated")
@@ -389,9 +425,6 @@ def _train_step(model, encoder, optimizer, x, config, ddp_network):
         _average_other_grads(model)
     optimizer.step()
     model.iteration += 1
-    if mse is None:
-        with torch.no_grad():
-            mse = ((model.network(z) - x) ** 2).mean()
     return mse.item()
 
 
@@ -408,7 +441,9 @@ def _average_other_grads(model):
             p.grad /= world
 
 
-def _epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums):
+def epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums, extra=None):
+    """One ``metrics.csv`` row: training sums, held-out figures, prior parameters, and the
+    loop's own ``extra`` columns before ``seconds``."""
     model.eval()
     figures = evaluate(model, test_data, encoder, threshold=config.threshold,
                        batch_size=config.optim.batch_size, limit=config.data.eval_images,
@@ -417,7 +452,7 @@ def _epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums):
     row = {"epoch": epoch + 1, "iteration": model.iteration,
            "train_mse": epoch_sums["mse"] / max(epoch_sums["images"], 1), **figures,
            "slab_weight": params.slab_weight, "slab_scale": params.slab_scale,
-           "spike_scale": params.spike_scale, "seconds": epoch_sums["seconds"]}
+           "spike_scale": params.spike_scale, **(extra or {}), "seconds": epoch_sums["seconds"]}
     for key, value in row.items():
         if isinstance(value, float) and not math.isfinite(value) and key.endswith("mse"):
             raise TrainingError(f"evaluation gave a non-finite {key} after epoch {epoch + 1}")
@@ -425,6 +460,16 @@ def _epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums):
 
 
 # ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def reconstructions(model, encoder, x, *, threshold=0.2, observed=None):
+    """``(g(z), g(z with every |z| <= threshold set to 0))`` for the codes ``encoder``
+    infers from ``observed`` (default ``x``, e.g. a noisy copy of it)."""
+    with torch.enable_grad():  # the Langevin run differentiates the log density
+        z = encoder(x if observed is None else observed)
+    active, _ = active_mask(model, z, threshold)
+    return model.network(z), model.network(z * active)
+
+
 def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16):
     """Training curves, reconstructions, prior samples and the code-usage chart."""
     from . import plots
@@ -433,11 +478,8 @@ def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16
     # evenly spaced rows: split files are often sorted by class
     rows = np.unique(np.linspace(0, len(data) - 1, min(num, len(data))).astype(int))
     x = data.batch(rows).to(device)
-    z = encoder(x)
-    by_threshold, _ = active_mask(model, z, config.threshold)
-    with torch.no_grad():
-        recon, zeroed = model.network(z), model.network(z * by_threshold)
-        samples, _ = model.generate(num)
+    recon, zeroed = reconstructions(model, encoder, x, threshold=config.threshold)
+    samples, _ = model.generate(num)
     out = {
         "curves": plots.plot_training_curves(metrics, os.path.join(out_dir, "training_curves.png")),
         "reconstructions": plots.plot_image_grid(
@@ -447,21 +489,14 @@ def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16
                                          os.path.join(out_dir, "samples.png"),
                                          titles=["samples from the prior", ""]),
     }
-    usage = _code_usage(model, data, encoder, config, device)
+    from .encoding import encode_dataset
+
+    codes = encode_dataset(model, data, encoder, threshold=config.threshold,
+                           batch_size=config.optim.batch_size, device=device, limit=1000)
+    usage = codes["active"].mean(0)
     out["code_usage"] = plots.plot_code_usage(usage, os.path.join(out_dir, "code_usage.png"),
                                               title="fraction of test images using each dimension")
     return out
-
-
-def _code_usage(model, data, encoder, config, device, limit=1000):
-    n = min(limit, len(data))
-    counts = None
-    for start in range(0, n, config.optim.batch_size):
-        x = data.batch(range(start, min(start + config.optim.batch_size, n))).to(device)
-        active, _ = active_mask(model, encoder(x), config.threshold)
-        part = active.sum(0).double().cpu()
-        counts = part if counts is None else counts + part
-    return (counts / n).numpy()
 
 
 def load_run(run_dir, device="cpu"):

@@ -12,9 +12,9 @@ from pyro_sparsegen import MLPGenerator, SparseGenerator, diagnostics, encode_da
 from pyro_sparsegen.baselines import (KINDS, VSC, BetaVAE, RelaxedSpikeAndSlab, VSCLoss,
                                       dense_config, train_baseline)
 from pyro_sparsegen.config import ConfigError, TrainConfig
-from pyro_sparsegen.data import ImageData
 from pyro_sparsegen.training import (Encoder, build_model, evaluate, load_run, make_encoder,
                                      train)
+from test_training import tiny_data  # the same tiny data set as the training tests
 
 CLASSES = {"beta_vae": BetaVAE, "vsc": VSC}
 
@@ -27,14 +27,6 @@ def _one_thread():
     pyro.clear_param_store()
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_data(n=48, seed=0):
-    g = np.random.default_rng(seed)
-    labels = np.arange(n) % 3
-    base = g.random((3, 8, 8)) > 0.6
-    images = np.clip(base[labels] * 0.8 + 0.2 * g.random((n, 8, 8)), 0, 1).astype(np.float32)
-    return ImageData.from_arrays(images, labels, name="tiny")
 
 
 def tiny_config(epochs=2):

@@ -8,7 +8,6 @@ the ABP loop's columns, and the same figures. Resumes exactly with ``resume=True
 
 import math
 import os
-import time
 
 import torch
 from tqdm.auto import tqdm
@@ -71,25 +70,6 @@ def _step(model, loss_fn, optimizer, x):
     return loss.item(), mse.item()
 
 
-def _epoch_row(model, config, test_data, device, epoch, sums):
-    model.eval()
-    figures = training.evaluate(model, test_data, training.Encoder(model, None),
-                                threshold=config.threshold, batch_size=config.optim.batch_size,
-                                limit=config.data.eval_images, device=device)
-    params = model.prior_params()
-    images = max(sums["images"], 1)
-    row = {"epoch": epoch + 1, "iteration": model.iteration,
-           "train_mse": sums["mse"] / images, **figures,
-           "slab_weight": params.slab_weight, "slab_scale": params.slab_scale,
-           "spike_scale": params.spike_scale, "train_loss": sums["loss"] / images,
-           **model.annealing_state(), "seconds": sums["seconds"]}
-    for key, value in row.items():
-        if isinstance(value, float) and not math.isfinite(value) and key.endswith("mse"):
-            raise training.TrainingError(f"evaluation gave a non-finite {key} after epoch "
-                                         f"{epoch + 1}")
-    return row
-
-
 def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_data=None,
                    progress=True, figures=True, stop_after=None, resume=False, **options):
     """Train a β-VAE (``kind="beta_vae"``) or VSC (``"vsc"``) baseline by SVI.
@@ -140,53 +120,31 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
         ckpt.restore_rng(state.rng)
     loss_fn = model.loss()
 
-    def save(batch_in_epoch, sums):
+    def save(epoch, batch_in_epoch, sums):
         prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
                 "epoch_sums": sums}
         ckpt.save(path, model=model, config=config.to_dict(), optimizer=optimizer,
                   progress=prog, metrics=metrics, extra={"baseline": kind})
 
-    epoch = progress_state["epoch"]
-    start_batch = progress_state.get("batch_in_epoch", 0)
-    fresh = {"mse": 0.0, "loss": 0.0, "images": 0, "seconds": 0.0}
-    sums = progress_state.get("epoch_sums") or dict(fresh)
-    interrupted = False
-    last_epoch = config.optim.epochs if stop_after is None else min(stop_after,
-                                                                      config.optim.epochs)
+    def step(x):
+        loss, mse = _step(model, loss_fn, optimizer, x)
+        return {"loss": loss * x.shape[0], "mse": mse * x.shape[0], "images": x.shape[0]}
+
+    def end_epoch(epoch, sums):
+        extra = {"train_loss": sums["loss"] / max(sums["images"], 1), **model.annealing_state()}
+        row = training.epoch_row(model, training.Encoder(model, None), config, test_data,
+                                 device, epoch, sums, extra=extra)
+        metrics.append(row)
+        training.rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
+        return {"loss": f"{row['train_loss']:.1f}", "mse": f"{row['test_mse']:.4f}",
+                "inactive": f"{row['inactive_fraction_threshold']:.2f}"}
+
     bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
                disable=not progress, desc=kind, unit="batch", dynamic_ncols=True)
-    with training.InterruptGuard() as interrupt, bar:
-        while epoch < last_epoch and not interrupted:
-            model.train()
-            tick = time.perf_counter()
-            batches = train_data.batches(config.optim.batch_size, shuffle=True,
-                                         seed=config.seed, epoch=epoch)
-            for b, (_, x) in enumerate(batches):
-                if b < start_batch:
-                    continue
-                x = x.to(device, non_blocking=True)
-                loss, mse = _step(model, loss_fn, optimizer, x)
-                sums["loss"] += loss * x.shape[0]
-                sums["mse"] += mse * x.shape[0]
-                sums["images"] += x.shape[0]
-                bar.update(1)
-                if interrupt.requested:
-                    sums["seconds"] += time.perf_counter() - tick
-                    save(b + 1, sums)
-                    interrupted = True
-                    break
-            if interrupted:
-                break
-            start_batch = 0
-            sums["seconds"] += time.perf_counter() - tick
-            row = _epoch_row(model, config, test_data, device, epoch, sums)
-            metrics.append(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.1f}", mse=f"{row['test_mse']:.4f}",
-                            inactive=f"{row['inactive_fraction_threshold']:.2f}")
-            epoch += 1
-            sums = dict(fresh)
-            save(0, sums)
-            training.rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
+    epoch, interrupted = training.run_epochs(
+        model, config, train_data, step, end_epoch, save, progress_state=progress_state,
+        fresh_sums={"mse": 0.0, "loss": 0.0, "images": 0, "seconds": 0.0}, bar=bar,
+        device=device, stop_after=stop_after)
     if figures and not interrupted and epoch >= config.optim.epochs:
         training.write_figures(model, training.Encoder(model, None), test_data, metrics,
                                out_dir, config, device)
