@@ -9,8 +9,9 @@ import torch
 from torch.distributions import kl_divergence
 
 from pyro_sparsegen import MLPGenerator, SparseGenerator, diagnostics, encode_dataset
-from pyro_sparsegen.baselines import (KINDS, VSC, BetaVAE, RelaxedSpikeAndSlab, VSCLoss,
-                                      dense_config, train_baseline)
+from pyro_sparsegen.baselines import (KINDS, VSC, BetaVAE, EarlyStopping, RelaxedSpikeAndSlab,
+                                      VSCLoss, dense_config, plateau, recommended,
+                                      train_baseline)
 from pyro_sparsegen.config import ConfigError, TrainConfig
 from pyro_sparsegen.training import (Encoder, build_model, evaluate, load_run, make_encoder,
                                      train)
@@ -321,3 +322,54 @@ def test_dense_abp_baseline_trains(tmp_path):
                    train_data=data.subset(range(32)), test_data=data.subset(range(32, 48)),
                    progress=False, figures=False)
     assert result.model.latent_dim == 3 and result.model.prior_params().slab_weight == 1.0
+
+
+# -- the baselines' own recommended training: early stopping on a validation ELBO ------------
+def test_recommended_settings():
+    config = tiny_config(epochs=7)
+    for kind in KINDS:
+        fair, stopping, options = recommended(kind, config, max_epochs=5)
+        assert (fair.optim.lr, fair.optim.beta1, fair.optim.beta2) == (1e-3, 0.9, 0.999)
+        assert stopping.max_epochs == 7  # never fewer epochs than the ABP models get
+        assert fair.optim.epochs == 7 and config.optim.lr == 0.01  # config left unchanged
+        assert options == ({"beta": 1.0} if kind == "beta_vae" else
+                           {"alpha": 0.01, "c_start": 50.0, "c_end": 200.0})
+
+
+@pytest.mark.parametrize("losses, min_epochs, expected", [
+    ([5, 4, 3, 2], 1, (0, False)),  # improving: no drop
+    ([5, 5, 5], 1, (1, False)),  # one plateau of patience 2: the rate drops
+    ([5, 5, 5, 5, 5], 1, (1, True)),  # a second plateau after the drop: stop
+    ([5, 5, 5, 5, 5], 6, (0, False)),  # never before the minimum number of epochs
+    ([5, 5, 5, 4, 4], 1, (1, False)),  # an improvement after the drop resets the count
+])
+def test_plateau_rule(losses, min_epochs, expected):
+    assert plateau(losses, min_epochs, EarlyStopping(patience=2)) == expected
+
+
+def test_early_stopping_drops_the_rate_then_stops(tmp_path):
+    # min_delta 0.9: nothing counts as an improvement, so epoch 2 drops the rate, epoch 3 stops
+    stopping = EarlyStopping(max_epochs=10, patience=1, min_delta=0.9)
+    result = run("beta_vae", tmp_path, config=tiny_config(epochs=2), early_stopping=stopping)
+    rates = [row["lr"] for row in result.metrics]
+    assert rates == pytest.approx([0.01, 0.01, 0.001])
+    assert all(np.isfinite(row["val_loss"]) for row in result.metrics)
+    assert result.model.iteration == 3 * 2  # 32 images - 3 held out = 29: two batches of 16
+    model, config, state = load_run(tmp_path)
+    assert config.optim.epochs == 3 and model.iteration == 6
+    assert state.extra["early_stopping"]["stopped"] is True
+    assert os.path.getsize(tmp_path / "samples.png") > 0
+
+
+def test_early_stopping_resumes_exactly(tmp_path):
+    stopping = {"max_epochs": 4, "patience": 1, "min_delta": 0.9}
+    straight = run("vsc", tmp_path / "a", early_stopping=stopping, figures=False).model
+    run("vsc", tmp_path / "b", early_stopping=stopping, stop_after=1)
+    resumed = run("vsc", tmp_path / "b", early_stopping=stopping, resume=True, figures=False)
+    assert resumed.model.iteration == straight.iteration
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    with pytest.raises(ConfigError, match="early_stopping"):
+        run("vsc", tmp_path / "b", resume=True)
+    with pytest.raises(ConfigError, match="patience"):
+        run("vsc", tmp_path / "c", early_stopping={"patience": 0})

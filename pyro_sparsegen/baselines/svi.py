@@ -4,11 +4,20 @@ own loss (``model.loss()``), encoder and generator together, one Adam step per m
 Writes the same run folder as :func:`pyro_sparsegen.training.train`: ``checkpoint.h5`` (same
 format; :func:`~pyro_sparsegen.training.load_run` rebuilds the baseline), ``metrics.csv`` with
 the ABP loop's columns, and the same figures. Resumes exactly with ``resume=True``.
+
+By default a run has ``config.optim.epochs`` epochs. With ``early_stopping`` (an
+:class:`EarlyStopping`) it is as long as the ELBO on a validation split carved from the
+*training* images keeps improving: at least ``config.optim.epochs`` epochs, at most
+``max_epochs``; at the first plateau (``patience`` epochs without improvement) the learning
+rate drops by ``lr_drop``, at the second the run stops. :func:`recommended` gives the
+baselines' own recommended settings (what a fair comparison trains them with).
 """
 
+import dataclasses
 import math
 import os
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -20,6 +29,110 @@ from .vsc import VSC
 
 KINDS = ("beta_vae", "vsc")
 MODEL_CLASSES = {"beta_vae": BetaVAE, "vsc": VSC}
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+    """Train while the validation ELBO improves (see the module docstring).
+
+    :ivar int max_epochs: the cap (the run has at least ``config.optim.epochs``).
+    :ivar int patience: epochs without an improvement that make a plateau.
+    :ivar float lr_drop: factor of the learning rate at the first plateau.
+    :ivar float validation_fraction: share of the training images held out for the ELBO (a
+        seeded random subset; the model trains on the rest).
+    :ivar float min_delta: relative improvement of the validation loss that counts.
+    """
+
+    max_epochs: int = 200
+    patience: int = 3
+    lr_drop: float = 0.1
+    validation_fraction: float = 0.1
+    min_delta: float = 1e-4
+
+    def validate(self):
+        for name in ("max_epochs", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"early_stopping.{name} must be a positive integer, "
+                                  f"got {value!r}")
+        for name, low, high in (("lr_drop", 0, 1), ("validation_fraction", 0, 1),
+                                ("min_delta", 0, 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not (low < value < high or (name == "min_delta" and value == 0)):
+                raise ConfigError(f"early_stopping.{name} must lie in ({low}, {high}), "
+                                  f"got {value!r}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def recommended(kind, config: TrainConfig, *, max_epochs=200):
+    """The baselines' own recommended training: ``(config, early_stopping, options)``.
+
+    - Adam with lr 1e-3 and the default betas (0.9, 0.999) (the ABP settings, lr 0.01 and
+      beta1 0.5, are ABP's and under-train an amortised model);
+    - as many epochs as the validation ELBO keeps improving, at least ``config.optim.epochs``
+      (the ABP models' count), at most ``max_epochs``, with one learning-rate drop (x 0.1) at
+      the first plateau (:class:`EarlyStopping`);
+    - VSC as in Tonolini et al. (UAI 2019): alpha = 0.01, the gate sharpness c warmed up
+      linearly from 50 to 200 over the first ``config.optim.epochs`` epochs, the slab's
+      lambda warm-up over their first 10 %; the beta-VAE with beta = 1.
+
+    ``config`` itself is left unchanged.
+    """
+    _model_class(kind)
+    out = TrainConfig.from_dict(config.to_dict())
+    out.optim.lr, out.optim.beta1, out.optim.beta2 = 1e-3, 0.9, 0.999
+    options = {"beta": 1.0} if kind == "beta_vae" else {"alpha": 0.01, "c_start": 50.0,
+                                                        "c_end": 200.0}
+    stopping = EarlyStopping(max_epochs=max(int(max_epochs), out.optim.epochs))
+    return out.validate(), stopping.validate(), options
+
+
+def split_validation(data, fraction, seed):
+    """``(train, validation)`` views of ``data``: a seeded random ``fraction`` of the images
+    (at least one) is held out."""
+    n = len(data)
+    k = min(max(1, int(round(fraction * n))), n - 1)
+    if n < 2:
+        raise ConfigError("early stopping needs at least two training images")
+    held = np.sort(np.random.default_rng([int(seed), 7]).permutation(n)[:k])
+    keep = np.setdiff1d(np.arange(n), held)
+    return data.subset(keep), data.subset(held)
+
+
+def plateau(losses, min_epochs, stopping):
+    """``(learning-rate drops so far, stop)`` after the validation losses ``losses`` of the
+    epochs done: a plateau is ``patience`` epochs without a relative improvement of
+    ``min_delta``, counted from the last improvement or drop, and only from epoch
+    ``min_epochs`` on; the first plateau drops the rate, the second stops."""
+    best, since, drops = float("inf"), 0, 0
+    for epoch, loss in enumerate(losses, 1):
+        if loss < best - stopping.min_delta * abs(best if math.isfinite(best) else 0.0):
+            best, since = loss, 0
+        else:
+            since += 1
+        if since >= stopping.patience and epoch >= min_epochs:
+            if drops:
+                return drops, True
+            drops, since = 1, 0
+    return drops, False
+
+
+@torch.no_grad()
+def validation_loss(model, loss_fn, data, batch_size, device, seed):
+    """``-ELBO`` per image on ``data``, with the ELBO's draws seeded by ``seed`` (the same
+    draws every epoch, and the training RNG streams untouched)."""
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    total = 0.0
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for _, x in data.batches(batch_size):
+            total += loss_fn(model, model.guide, x.to(device)).item()
+    return total / max(len(data), 1)
 
 
 def _model_class(kind):
@@ -71,7 +184,8 @@ def _step(model, loss_fn, optimizer, x):
 
 
 def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_data=None,
-                   progress=True, figures=True, stop_after=None, resume=False, **options):
+                   progress=True, figures=True, stop_after=None, resume=False,
+                   early_stopping=None, validation_data=None, **options):
     """Train a β-VAE (``kind="beta_vae"``) or VSC (``"vsc"``) baseline by SVI.
 
     :param TrainConfig config: data, network (type, latent size, widths, noise scale,
@@ -82,19 +196,38 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
     :param stop_after: stop (checkpointed, resumable) after this many epochs without changing
         the run's length and hence its schedules.
     :param resume: continue the run in ``out_dir`` exactly where its checkpoint stopped.
+    :param early_stopping: an :class:`EarlyStopping` (or its dict): train while the
+        validation ELBO improves, at least ``config.optim.epochs`` epochs. The checkpoint of a
+        stopped run records the epochs it had as ``config.optim.epochs`` and the stopping
+        settings and outcome in ``extra["early_stopping"]``. ``None``: exactly
+        ``config.optim.epochs`` epochs.
+    :param validation_data: the validation images for ``early_stopping`` (default: a seeded
+        ``validation_fraction`` of ``train_data``, which the model then does not train on).
     :param options: the model's own options (``beta``, ``encoder_hidden`` for the β-VAE;
         ``alpha``, ``c_start``, ``c_end``, ``warmup_iterations``, ... for VSC).
     :return: :class:`~pyro_sparsegen.training.TrainResult`
     """
     cls = _model_class(kind)
     config.validate()
+    stopping = _stopping(early_stopping)
     if training.distributed_context()[0] is not None:
         raise ConfigError("the SVI baselines train in one process; run them without torchrun")
     device = training.resolve_device(config.device)
     train_data, test_data = training.load_splits(config, train_data, test_data)
+    min_epochs = config.optim.epochs
+    run_config = config
+    if stopping is not None:
+        run_config = TrainConfig.from_dict(config.to_dict())
+        run_config.optim.epochs = max(stopping.max_epochs, min_epochs)
+        if validation_data is None:
+            train_data, validation_data = split_validation(
+                train_data, stopping.validation_fraction, config.seed)
     out_dir = os.fspath(out_dir)
     path = os.path.join(out_dir, training.CHECKPOINT)
     iterations_per_epoch = math.ceil(len(train_data) / config.optim.batch_size)
+    extra = {"baseline": kind}
+    if stopping is not None:
+        extra["early_stopping"] = {**stopping.to_dict(), "min_epochs": min_epochs}
 
     if resume:
         state = ckpt.load(path)
@@ -103,6 +236,11 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
         if type(model) is not cls:
             raise ConfigError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         _check_options(model, kind, options)
+        saved = {k: v for k, v in state.extra.get("early_stopping", {}).items()
+                 if k not in ("stopped", "epochs")}
+        if saved != extra.get("early_stopping", {}):
+            raise ConfigError(f"resume: the checkpoint was trained with early_stopping="
+                              f"{saved or None}, not {extra.get('early_stopping')}")
         progress_state, metrics = state.progress, state.metrics
     else:
         os.makedirs(out_dir, exist_ok=True)
@@ -110,7 +248,7 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
             raise ConfigError(f"{out_dir}: output folder is not writable")
         training.seed_everything(config.seed)
         model = build_baseline(kind, config, train_data.image_shape,
-                               iterations_per_epoch * config.optim.epochs, **options).to(device)
+                               iterations_per_epoch * min_epochs, **options).to(device)
         progress_state, metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr,
                                  betas=(config.optim.beta1, config.optim.beta2))
@@ -119,33 +257,86 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
             optimizer.load_state_dict(state.optimizer_state)
         ckpt.restore_rng(state.rng)
     loss_fn = model.loss()
+    saved_config = run_config
 
     def save(epoch, batch_in_epoch, sums):
         prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
                 "epoch_sums": sums}
-        ckpt.save(path, model=model, config=config.to_dict(), optimizer=optimizer,
-                  progress=prog, metrics=metrics, extra={"baseline": kind})
+        ckpt.save(path, model=model, config=saved_config.to_dict(), optimizer=optimizer,
+                  progress=prog, metrics=metrics, extra=extra)
 
     def step(x):
         loss, mse = _step(model, loss_fn, optimizer, x)
         return {"loss": loss * x.shape[0], "mse": mse * x.shape[0], "images": x.shape[0]}
 
     def end_epoch(epoch, sums):
-        extra = {"train_loss": sums["loss"] / max(sums["images"], 1), **model.annealing_state()}
+        extra_columns = {"train_loss": sums["loss"] / max(sums["images"], 1)}
+        if stopping is not None:
+            extra_columns["val_loss"] = validation_loss(
+                model, loss_fn, validation_data, config.optim.batch_size, device, config.seed)
+            extra_columns["lr"] = optimizer.param_groups[0]["lr"]
         row = training.epoch_row(model, training.Encoder(model, None), config, test_data,
-                                 device, epoch, sums, extra=extra)
+                                 device, epoch, sums,
+                                 extra={**extra_columns, **model.annealing_state()})
         metrics.append(row)
         training.rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
         return {"loss": f"{row['train_loss']:.1f}", "mse": f"{row['test_mse']:.4f}",
                 "inactive": f"{row['inactive_fraction_threshold']:.2f}"}
 
-    bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
-               disable=not progress, desc=kind, unit="batch", dynamic_ncols=True)
-    epoch, interrupted = training.run_epochs(
-        model, config, train_data, step, end_epoch, save, progress_state=progress_state,
-        fresh_sums={"mse": 0.0, "loss": 0.0, "images": 0, "seconds": 0.0}, bar=bar,
-        device=device, stop_after=stop_after)
-    if figures and not interrupted and epoch >= config.optim.epochs:
+    fresh_sums = {"mse": 0.0, "loss": 0.0, "images": 0, "seconds": 0.0}
+
+    def epochs(progress_state, until):
+        bar = tqdm(total=run_config.optim.epochs * iterations_per_epoch, initial=model.iteration,
+                   disable=not progress, desc=kind, unit="batch", dynamic_ncols=True)
+        return training.run_epochs(
+            model, run_config, train_data, step, end_epoch, save, progress_state=progress_state,
+            fresh_sums=fresh_sums, bar=bar, device=device, stop_after=until)
+
+    if stopping is None:
+        epoch, interrupted = epochs(progress_state, stop_after)
+    else:
+        epoch, interrupted = _train_until_plateau(
+            epochs, progress_state, metrics, optimizer, config, stopping, stop_after)
+        if not interrupted and (stop_after is None or epoch < stop_after):
+            # finished: the checkpoint records the epochs the run had
+            saved_config = TrainConfig.from_dict(config.to_dict())
+            saved_config.optim.epochs = epoch
+            extra["early_stopping"].update(epochs=epoch, stopped=epoch < run_config.optim.epochs)
+            save(epoch, 0, dict(fresh_sums))
+    done = epoch >= saved_config.optim.epochs
+    if figures and not interrupted and done:
         training.write_figures(model, training.Encoder(model, None), test_data, metrics,
-                               out_dir, config, device)
+                               out_dir, saved_config, device)
     return training.TrainResult(model, metrics, path, interrupted)
+
+
+def _stopping(early_stopping):
+    if early_stopping is None or isinstance(early_stopping, EarlyStopping):
+        return None if early_stopping is None else early_stopping.validate()
+    if isinstance(early_stopping, dict):
+        try:
+            return EarlyStopping(**early_stopping).validate()
+        except TypeError as e:
+            raise ConfigError(f"early_stopping: {e}") from None
+    raise ConfigError(f"early_stopping must be an EarlyStopping, a dict or None, "
+                      f"got {type(early_stopping).__name__}")
+
+
+def _train_until_plateau(epochs, progress_state, metrics, optimizer, config, stopping,
+                         stop_after):
+    """One epoch at a time until :func:`plateau` says stop (or the cap, or ``stop_after``);
+    the learning rate of each epoch follows from the validation losses so far, so a resumed
+    run continues with the same rates."""
+    epoch = progress_state["epoch"]
+    cap = max(stopping.max_epochs, config.optim.epochs)
+    while True:
+        drops, stop = plateau([row["val_loss"] for row in metrics], config.optim.epochs,
+                              stopping)
+        for group in optimizer.param_groups:
+            group["lr"] = config.optim.lr * stopping.lr_drop ** drops
+        if stop or epoch >= cap or (stop_after is not None and epoch >= stop_after):
+            return epoch, False
+        epoch, interrupted = epochs(progress_state, epoch + 1)
+        if interrupted:
+            return epoch, True
+        progress_state = {"epoch": epoch, "batch_in_epoch": 0}
