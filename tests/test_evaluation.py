@@ -1,0 +1,295 @@
+"""The evaluation protocols (pyro_sparsegen.evaluation) on tiny data: each one's sanity (the
+noisy floor lies below the clean ceiling, accuracy falls with the noise, a model that returns
+its input reproduces the floor exactly, PSNR / SSIM against the clean image), the FID (small on
+two halves of held-out images, large on noise, the closed form on Gaussians) and the paired
+comparison on known inputs."""
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+import pyro_sparsegen as psg
+from pyro_sparsegen import evaluation as ev
+
+SIGMAS = (0.3, 0.5, 0.7)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def digits(split, n):
+    """A class-spread subset of scikit-learn's 8x8 digits."""
+    data = psg.load_data("digits", split)
+    return data.subset(ev.spread_subset(data.labels, n, seed=0))
+
+
+@functools.lru_cache(maxsize=None)
+def pixel_classifier():
+    return ev.fit_pixel_classifier(digits("train", 400))
+
+
+class Identity(nn.Module):
+    """A "model" whose code is the image itself: encode flattens, decode reshapes."""
+
+    def __init__(self, image_shape):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.network = lambda z: z.reshape(len(z), *self.image_shape)
+        self.calls = []
+
+    def encoder(self, x):
+        self.calls.append((float(x.min()), float(x.max())))
+        return x.flatten(1).clone()
+
+
+# -- noise ------------------------------------------------------------------------------------
+def test_noise_is_not_clipped_by_default_and_clipping_clips_the_same_draws():
+    clean = digits("test", 60).images().numpy()
+    noisy = ev.add_noise(clean, 0.5, seed=3, repeat=1)
+    assert noisy.min() < -0.5 and noisy.max() > 1.5  # authors' protocol: no clipping
+    assert np.array_equal(noisy, ev.add_noise(clean, 0.5, seed=3, repeat=1))
+    assert not np.array_equal(noisy, ev.add_noise(clean, 0.5, seed=3, repeat=2))
+    clipped = ev.add_noise(clean, 0.5, seed=3, repeat=1, clip=True)
+    assert np.array_equal(clipped, np.clip(noisy, 0, 1))
+    assert np.std(noisy - clean) == pytest.approx(0.5, rel=0.05)
+    assert np.array_equal(ev.add_noise(clean, 0.0), clean)
+
+
+# -- denoise, then classify --------------------------------------------------------------------
+@pytest.mark.parametrize("clip", [False, True])
+def test_floor_below_ceiling_and_falling_with_noise(clip):
+    test = digits("test", 200)
+    runs = ev.denoise(None, None, test, classifier=pixel_classifier(), sigmas=(0.0,) + SIGMAS,
+                      repeats=2, clip=clip, quality=False)
+    accuracy = [runs[s].accuracy.mean for s in (0.0,) + SIGMAS]
+    assert accuracy[0] > 0.85  # the ceiling: the classifier on clean images
+    assert all(a > b for a, b in zip(accuracy, accuracy[1:])), accuracy
+    assert runs[0.7].accuracy.correct.shape == (2, 200)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_a_model_returning_its_input_reproduces_the_floor(clip):
+    test = digits("test", 120)
+    identity = Identity(test.image_shape)
+    kwargs = dict(classifier=pixel_classifier(), sigmas=SIGMAS, repeats=2, clip=clip,
+                  batch_size=50)
+    floor = ev.denoise(None, None, test, **kwargs)
+    same = ev.denoise(identity, identity.encoder, test, **kwargs)
+    for s in SIGMAS:
+        assert np.array_equal(same[s].accuracy.correct, floor[s].accuracy.correct), s
+        assert np.array_equal(same[s].psnr, floor[s].psnr)
+        assert np.array_equal(same[s].ssim, floor[s].ssim)
+    # the encoder saw the noisy images as they are: unclipped unless asked
+    low = min(lo for lo, _ in identity.calls)
+    assert (low >= 0) if clip else (low < -0.5)
+
+
+def test_quality_is_measured_against_the_clean_image():
+    test = digits("test", 120)
+    identity = Identity(test.image_shape)
+    runs = ev.denoise(identity, identity.encoder, test, sigmas=SIGMAS, repeats=1)
+    for s in SIGMAS:  # the noisy image against the clean one: PSNR = -10 log10(sigma^2)
+        assert runs[s].psnr[0] == pytest.approx(-10 * np.log10(s**2), abs=0.3)
+        assert runs[s].ssim[0] < 0.8
+    clean = test.images().numpy()
+    psnr, ssim = ev.image_quality(clean, clean)
+    assert np.all(psnr == 100.0) and np.allclose(ssim, 1.0)
+
+
+def test_denoise_accuracy_of_a_trained_model(tmp_path):
+    train, test = digits("train", 200), digits("test", 100)
+    config = psg.TrainConfig.from_dict({
+        "data": {"spec": "digits"},  # a likelihood scale for 64 pixels: sparse, not collapsed
+        "network": {"latent_dim": 6, "hidden": [32], "noise_scale": 0.1},
+        "optim": {"epochs": 3, "batch_size": 25}, "device": "cpu"})
+    model = psg.train(config, tmp_path, train_data=train, test_data=test, progress=False,
+                      figures=False).model.eval()
+    encoder = psg.make_encoder(model, config)
+    kwargs = dict(classifier=pixel_classifier(), sigmas=(0.5,), repeats=2)
+    accuracy = ev.denoise_accuracy(model, encoder, train, test, **kwargs)
+    again = ev.denoise_accuracy(model, encoder, train, test, **kwargs)
+    assert set(accuracy) == {"0.5"} and 0.3 < accuracy["0.5"] <= 1.0 and accuracy == again
+    clipped = ev.denoise_accuracy_clipped(model, encoder, train, test, **kwargs)
+    assert clipped["0.5"] != accuracy["0.5"]  # another input, another result
+    summary = ev.reconstruction_sparsity(model, encoder, test)
+    assert summary["latent_dim"] == 6 and 0 <= summary["inactive_fraction"] <= 1
+    assert summary["mean_active"] == pytest.approx(6 * (1 - summary["inactive_fraction"]))
+    assert np.isfinite(summary["test_mse"]) and "inactive_fraction_inclusion" in summary
+    images = ev.sample_images(model, 7, seed=1, sparsify=True)
+    assert images.shape == (7, 1, 8, 8) and np.array_equal(
+        images, ev.sample_images(model, 7, seed=1, sparsify=True))
+
+
+# -- reconstruction against sparsity, class overlap --------------------------------------------
+class Linear(nn.Module):
+    """A model with a fixed linear decoder and a Gaussian prior (no inclusion probability)."""
+
+    def __init__(self, weight):
+        super().__init__()
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        linear.weight.data = weight
+        self.network = nn.Sequential(linear, nn.Unflatten(1, (1, 1, weight.shape[0])))
+
+    def inclusion_probability(self, z):
+        raise NotImplementedError
+
+
+def test_zeroed_mse_and_sparsity_by_hand(float64):
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(5, 4, generator=g)
+    z = torch.tensor([[0.1, 0.5, -0.3, 0.15], [0.0, -0.05, 1.0, 0.25]])
+    images = (z @ weight.T).reshape(2, 1, 1, 5) + 0.01
+    zeroed = torch.tensor([[0.0, 0.5, -0.3, 0.0], [0.0, 0.0, 1.0, 0.25]])
+    data = psg.ImageData.from_arrays(images.clamp(0, 1).numpy(), np.array([0, 1]))
+    x = data.images().double()
+    model = Linear(weight)
+    codes = ev.encode_codes(model, lambda batch: z[:len(batch)], data)
+    summary = ev.sparsity_summary(codes)
+    assert summary["zeroed_mse"] == pytest.approx(((zeroed @ weight.T - x.flatten(1)) ** 2)
+                                                  .mean().item(), rel=1e-12)
+    assert summary["test_mse"] == pytest.approx(((z @ weight.T - x.flatten(1)) ** 2)
+                                                .mean().item(), rel=1e-12)
+    assert summary["inactive_fraction"] == 0.5 and summary["mean_active"] == 2.0
+
+
+def test_class_overlap_follows_the_diagnostics_definition():
+    z = np.zeros((6, 4))
+    z[:3, 0] = z[3:, 1] = 1.0  # class 0 uses dimension 0, class 1 dimension 1
+    z[:, 3] = 0.5  # ... and both use dimension 3
+    codes = {"z": z, "active": np.abs(z) > 0.2, "labels": np.array([0, 0, 0, 1, 1, 1])}
+    overlap = ev.class_overlap(codes)
+    assert overlap["class_jaccard"] == pytest.approx(1 / 3)  # {0, 3} and {1, 3}
+    assert overlap["empty_class_sets"] == 0 and overlap["dimensions_used"] == 3
+    assert overlap["usage"].sel({"class": 0}).values.tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+# -- linear probes ---------------------------------------------------------------------------
+def test_spread_subset_is_balanced_seeded_and_not_a_prefix():
+    labels = np.repeat(np.arange(4), [40, 30, 20, 10])  # sorted by class, as split files are
+    rows = ev.spread_subset(labels, 10, seed=1)
+    assert np.bincount(labels[rows]).tolist() == [4, 3, 2, 1]
+    assert np.array_equal(rows, ev.spread_subset(labels, 10, seed=1))
+    assert not np.array_equal(rows, ev.spread_subset(labels, 10, seed=2))
+    assert np.array_equal(ev.spread_subset(labels, 200), np.arange(100))
+
+
+def test_linear_probe_on_codes_that_hold_the_label():
+    g = np.random.default_rng(0)
+    train_y, test_y = np.arange(300) % 3, np.arange(60) % 3
+    train_z = np.eye(3)[train_y] + 0.1 * g.standard_normal((300, 3))
+    test_z = np.eye(3)[test_y] + 0.1 * g.standard_normal((60, 3))
+    probe = ev.linear_probe(train_z, train_y, test_z, test_y, label_counts=(30, 1000, None))
+    assert set(probe) == {"30", "all"}  # 1000 exceeds the training set
+    assert probe["all"].mean == 1.0 and probe["30"].correct.shape == (1, 60)
+    noise = ev.linear_probe(g.standard_normal((300, 3)), train_y, test_z, test_y,
+                            label_counts=(None,))
+    assert noise["all"].mean < 0.6
+
+
+# -- paired comparison ------------------------------------------------------------------------
+def test_paired_comparison_on_known_inputs():
+    a = np.ones(10, dtype=bool)
+    b = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    c = ev.paired_comparison(a, b, bootstrap=4000)
+    assert (c.mean_a, c.mean_b, c.difference) == (1.0, 0.6, pytest.approx(0.4))
+    # d = 1 on four images, 0 on six: sd = sqrt((4 * 0.6^2 + 6 * 0.4^2) / 9)
+    assert c.se == pytest.approx(np.sqrt((4 * 0.36 + 6 * 0.16) / 9) / np.sqrt(10))
+    assert c.bootstrap_se == pytest.approx(c.se * np.sqrt(9 / 10), rel=0.1)
+    assert (c.only_a, c.only_b) == (4, 0) and c.mcnemar_p == pytest.approx(2 * 0.5**4)
+    assert c.verdict == "wins" and ev.paired_comparison(b, a).verdict == "loses"
+    # repeats: per-image means over the runs, then the paired differences
+    runs = ev.paired_comparison(ev.Accuracy(np.stack([a, b])), ev.Accuracy(np.stack([b, b])))
+    assert runs.difference == pytest.approx(0.2) and runs.se == pytest.approx(c.se / 2)
+    with pytest.raises(ValueError, match="same images"):
+        ev.paired_comparison(a, b[:5])
+
+
+def test_verdict_rule():
+    assert ev.verdict(0.80, 0.79, 0.02) == "ties"
+    assert ev.verdict(0.79, 0.80, 0.02) == "ties"
+    assert ev.verdict(0.75, 0.5, 0.25) == "ties"  # exactly one standard error: still a tie
+    assert ev.verdict(0.80, 0.70, 0.02) == "wins"
+    assert ev.verdict(0.70, 0.80, 0.02) == "loses"
+    assert ev.verdict(None, 0.8, 0.01) is None
+    assert ev.mean_sd([0.5, 0.7]) == (pytest.approx(0.6), pytest.approx(np.sqrt(0.02)))
+    assert ev.mean_sd([0.5]) == (0.5, 0.0) and ev.mean_sd([]) == (None, None)
+
+
+def test_accuracy_stacks_runs():
+    one, two = ev.Accuracy(np.array([1, 0, 1, 1])), ev.Accuracy(np.array([[0, 0, 1, 1]]))
+    both = ev.Accuracy.stack([one, two])
+    assert both.correct.shape == (2, 4) and both.mean == 0.625
+    assert both.per_run.tolist() == [0.75, 0.5] and both.sd == pytest.approx(np.sqrt(0.03125))
+
+
+# -- FID ------------------------------------------------------------------------------------------
+def test_frechet_distance_closed_form_on_gaussians(float64):
+    g = np.random.default_rng(0)
+    mu1, mu2 = g.standard_normal(4), g.standard_normal(4)
+    s1, s2 = g.random(4) + 0.1, g.random(4) + 0.1
+    diagonal = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    assert ev.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(diagonal)
+    # covariances that do not commute: tr(C1 + C2 - 2 (C1 C2)^1/2), via scipy's sqrtm
+    a, b = g.standard_normal((4, 4)), g.standard_normal((4, 4))
+    c1, c2 = a @ a.T + 0.1 * np.eye(4), b @ b.T + 0.1 * np.eye(4)
+    cross = np.real(scipy.linalg.sqrtm(c1 @ c2))
+    general = ((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * cross)
+    assert ev.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(general, rel=1e-9)
+    assert ev.frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-9)
+    # sample statistics converge to the closed form
+    x = g.multivariate_normal(mu1, c1, 200_000)
+    y = g.multivariate_normal(mu2, c2, 200_000)
+    estimate = ev.frechet_distance(*ev.gaussian_statistics(x), *ev.gaussian_statistics(y))
+    assert estimate == pytest.approx(general, rel=0.02)
+
+
+@functools.lru_cache(maxsize=None)
+def extractor():
+    return ev.fit_feature_classifier(digits("train", 600), epochs=10, seed=0)
+
+
+def test_fid_small_on_two_halves_large_on_noise():
+    test = digits("test", 300)
+    x = test.images().numpy()
+    first = ev.spread_subset(test.labels, 150, seed=0)
+    second = np.setdiff1d(np.arange(300), first)
+    assert extractor().accuracy(x, test.labels) > 0.85  # the features know the digits
+    halves = ev.fid(extractor(), x[first], x[second])
+    noise = ev.fid(extractor(), x[first], np.random.default_rng(0).random(x[second].shape))
+    one_class = ev.fid(extractor(), x[first], x[test.labels == 0])
+    assert halves < 0.1 * noise and halves < 0.5 * one_class, (halves, one_class, noise)
+
+
+def test_feature_classifier_is_seeded_and_sample_fid_runs():
+    data = digits("train", 200)
+    a = ev.fit_feature_classifier(data, epochs=2, seed=4)
+    b = ev.fit_feature_classifier(data, epochs=2, seed=4)
+    x = digits("test", 60).images().numpy()
+    assert np.array_equal(a.features(x), b.features(x)) and a.features(x).shape == (60, 64)
+    model = psg.SparseGenerator(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,)),
+                                schedule=psg.schedules.constant(0.3, 1.0, 0.05))
+    state = torch.get_rng_state()
+    value = ev.sample_fid(model, a, x, seed=2)
+    assert np.isfinite(value) and value == ev.sample_fid(model, a, x, seed=2)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is left alone
+
+
+def test_sparsified_samples_decode_codes_with_exact_zeros():
+    model = psg.SparseGenerator(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,)),
+                                schedule=psg.schedules.constant(0.3, 1.0, 0.05))
+    with ev.adapters.seeded(5):
+        _, z = model.generate(50)
+    mask = model.inclusion_probability(z) >= 0.5
+    expected = ev.decode(model, z * mask).numpy()
+    assert np.allclose(ev.sample_images(model, 50, seed=5, sparsify=True), expected)
+    assert not np.allclose(ev.sample_images(model, 50, seed=5), expected)
