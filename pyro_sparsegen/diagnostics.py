@@ -26,7 +26,7 @@ import torch
 import xarray as xr
 
 from . import plots
-from .kernels import ShortRunLangevin
+from .infer import ShortRunLangevin
 
 BY = ("inclusion", "magnitude")
 IMAGE_DIMS = ("channel", "height", "width")
@@ -121,17 +121,23 @@ def add_inclusion_probability(idata, model, *, var_name="z"):
     return idata
 
 
-def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=None, thin=1,
-                     step_size=0.05, noise=True, metropolis=False, prior_step="semi-implicit",
-                     init="normal", source=None, log_likelihood=True):
-    """Replica short-run Langevin chains for every image, as ``arviz.InferenceData``.
+def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=500, thin=5,
+                     step_size=0.05, noise=True, metropolis=True, prior_step="explicit",
+                     init=None, crossing=None, adapt_step_size=None, source=None,
+                     log_likelihood=True):
+    """Replica Langevin chains for every image, as ``arviz.InferenceData``.
 
     All ``chains x images`` chains advance together in one tensor on ``x``'s device
-    (:meth:`ShortRunLangevin.sample_chains`); ``warmup`` transitions (default: the kernel's
-    ``num_steps``, 30) from a fresh ``init``, then ``draws`` kept draws every ``thin`` steps.
+    (:meth:`ShortRunLangevin.sample_chains`): ``warmup`` transitions from ``init`` (default:
+    prior draws, so that the chains start dispersed and R-hat means something) that adapt
+    every chain's step size, then ``draws`` kept draws every ``thin`` transitions.
+
+    The default sampler is exact: MALA (``metropolis=True``) with the spike/slab crossing
+    move. ``metropolis=False`` with ``noise=True`` is ULA (biased by the step size: stated in
+    the README); ``noise=False`` is an optimiser, not a sampler.
 
     :param model: a :class:`~pyro_sparsegen.SparseGenerator` (or any Pyro model with one
-        latent site ``z: [images, latent]`` and an observed site ``x``).
+        latent site ``z: [images, latent]`` in its image plate and an observed site ``x``).
     :param x: images ``[images, C, H, W]``.
     :param labels: optional class labels ``[images]`` (``constant_data.label``).
     :param source: where the model came from (e.g. the checkpoint path), recorded in attrs.
@@ -151,15 +157,16 @@ def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=None,
         if labels.shape != (num_images,):
             raise ValueError(f"labels must have shape [{num_images}], got {list(labels.shape)}")
     kernel = ShortRunLangevin(model, step_size=step_size, noise=noise, init=init,
-                              metropolis=metropolis, prior_step=prior_step)
+                              metropolis=metropolis, prior_step=prior_step, crossing=crossing,
+                              adapt_step_size=adapt_step_size)
     samples, stats = kernel.sample_chains(x, num_chains=chains, num_draws=draws,
                                           warmup_steps=warmup, thin=thin)
     z = samples["z"]
-    per_draw = {"lp": _numpy(stats["log_prior"] + stats["log_likelihood"]),
-                "diverging": _numpy(stats["diverging"]).astype(bool)}
+    per_draw = {"lp": _numpy(stats["log_density"]),
+                "diverging": _numpy(stats["diverging"]).astype(bool),
+                "step_size": _numpy(stats["step_size"])}
     if metropolis:
         per_draw["acceptance_rate"] = _numpy(stats["accept_prob"])
-    per_draw["step_size"] = np.full((chains, draws), step_size, dtype=per_draw["lp"].dtype)
     posterior = {"z": _numpy(z)}
     prob = _inclusion_probability(model, z)
     del z, samples
@@ -173,17 +180,55 @@ def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=None,
         groups["constant_data"] = {"label": labels}
     dims = {"z": ["image", "latent"], "inclusion_probability": ["image", "latent"],
             "lp": ["image"], "diverging": ["image"], "acceptance_rate": ["image"],
-            "step_size": [], "label": ["image"]}
+            "step_size": ["image"], "label": ["image"]}
     coords = {"image": np.arange(num_images), "latent": np.arange(posterior["z"].shape[-1])}
     # The observed x and its per-image log-likelihood share a name; ArviZ gives each group
     # the leading dims it has (as az.from_pyro does).
     idata = az.from_dict(**groups, coords=coords, dims={**dims, "x": ["image", *IMAGE_DIMS]})
-    attrs = {**model_attrs(model), "step_size": step_size, "warmup_steps": kernel.num_steps
-             if warmup is None else warmup, "thin": thin, "noise": noise,
-             "metropolis": metropolis, "prior_step": prior_step, "init": init,
+    attrs = {**model_attrs(model), "step_size": step_size, "warmup_steps": warmup,
+             "thin": thin, "noise": noise, "metropolis": metropolis, "prior_step": prior_step,
+             "crossing": stats["options"].crossing,
+             "adapt_step_size": kernel.adapt_step_size, "init": init or "prior",
+             "sampler": sampler_name(noise, metropolis),
              "source": None if source is None else str(source),
              "inference_library": "pyro_sparsegen.ShortRunLangevin"}
     idata.posterior.attrs.update(_netcdf_attrs(attrs))
+    return idata
+
+
+def sampler_name(noise, metropolis):
+    """What a kernel setting does: ``"MALA (exact)"``, ``"ULA (biased by the step size)"`` or
+    ``"MAP optimiser (not a sampler)"``."""
+    if not noise:
+        return "MAP optimiser (not a sampler)"
+    return "MALA (exact)" if metropolis else "ULA (biased by the step size)"
+
+
+def add_kernel_stats(idata, source, *, dim="image"):
+    """Add the kernel's per-draw ``acceptance_rate`` and ``step_size`` (``[chain, draw,
+    dim]``) to ``idata.sample_stats`` in place (``az.from_pyro`` carries only ``diverging``).
+
+    :param source: the :class:`ShortRunLangevin` the ``pyro.infer.MCMC`` ran, or that
+        ``MCMC`` object (its chains' diagnostics).
+    :param dim: the name of the chain plate's dim (``"image"`` with :func:`pyro_dims`).
+    :return: ``idata``
+    """
+    chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    per_chain = getattr(source, "_diagnostics", None)
+    if per_chain is None:
+        per_chain = getattr(source, "chain_stats", [])[-chains:]
+    if len(per_chain) != chains or any("accept_prob" not in c for c in per_chain):
+        raise ValueError(f"no ShortRunLangevin statistics for {chains} chains in "
+                         f"{type(source).__name__}")
+    for name, key in (("acceptance_rate", "accept_prob"), ("step_size", "step_size")):
+        values = np.stack([np.asarray(c[key]) for c in per_chain])  # [chain, draw, N]
+        if values.shape[1] != draws:
+            raise ValueError(f"the kernel kept {values.shape[1]} draws per chain; the "
+                             f"InferenceData has {draws}")
+        idata.sample_stats[name] = xr.DataArray(
+            values, dims=("chain", "draw", dim),
+            coords={"chain": idata.posterior["chain"].values,
+                    "draw": idata.posterior["draw"].values})
     return idata
 
 
@@ -372,6 +417,32 @@ def convergence(data, *, var_names=("z", "inclusion_probability"), top=None, thr
     return ds
 
 
+RHAT_LIMIT = 1.05
+REDUCTIONS = ("inactive_magnitude", "inactive_inclusion", "lp")
+
+
+def convergence_verdict(conv, limit=RHAT_LIMIT):
+    """``(converged, max R-hat, line)`` over the reported per-image reductions (inactive
+    fractions, ``lp``) of a :func:`convergence` Dataset: converged when every finite R-hat is
+    below ``limit``."""
+    values = [conv[f"{name}_rhat"].values.ravel() for name in REDUCTIONS
+              if f"{name}_rhat" in conv]
+    values = np.concatenate(values) if values else np.zeros(0)
+    finite = values[np.isfinite(values)]
+    worst = float(finite.max()) if finite.size else float("nan")
+    converged = bool(finite.size) and worst < limit
+    if converged:
+        line = (f"**Converged**: split R-hat < {limit} on every reported reduction (per-image "
+                f"inactive fractions and lp; max {worst:.3f}).")
+    elif finite.size:
+        line = (f"**Not converged**: split R-hat reaches {worst:.3f} (>= {limit}) on the "
+                "per-image reductions; the figures below are not yet the posterior's: run "
+                "longer chains (more --warmup, --draws or --thin).")
+    else:
+        line = "**Convergence unknown**: no finite R-hat (constant chains, e.g. noise off)."
+    return converged, worst, line
+
+
 # ------------------------------------------------------------------------------------------
 # Reports
 
@@ -406,7 +477,9 @@ def summary_tables(idata, *, threshold=0.2, top=10, min_usage=0.5, tol=0.01,
     by = "inclusion" if has_incl else "magnitude"
     criteria = [b for b in BY if b == "magnitude" or has_incl]
     sizes = post.sizes
-    out = ["# Posterior sparsity diagnostics", ""]
+    conv = convergence(idata, top=top, threshold=threshold, by=by) \
+        if convergence_ds is None else convergence_ds
+    out = [convergence_verdict(conv)[2], "", "# Posterior sparsity diagnostics", ""]
     settings = [(k, str(v)) for k, v in post.attrs.items()
                 if k not in ("created_at", "arviz_version", "inference_library_version")]
     settings = [("chains x draws", f"{sizes['chain']} x {sizes['draw']}"),
@@ -463,8 +536,6 @@ def summary_tables(idata, *, threshold=0.2, top=10, min_usage=0.5, tol=0.01,
                 _md_table(["class"] + classes, rows), "",
                 f"Mean off-diagonal Jaccard: {_fmt(cj.mean_off_diagonal)}", ""]
 
-    conv = convergence(idata, top=top, threshold=threshold, by=by) \
-        if convergence_ds is None else convergence_ds
     rows = []
     for name in conv.data_vars:
         if not name.endswith("_rhat"):
@@ -520,7 +591,7 @@ def _spike_slab_coordinate(idata, threshold, latents, candidates=20):
     return best
 
 
-def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=None, source=None,
+def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=500, source=None,
             threshold=0.2, top=10, progress=True, **kernel_options):
     """Sample the posterior of every image, write ``idata.nc``, ``summary.md`` and the
     figures into ``out_dir``, and return headline numbers and the paths.
@@ -531,7 +602,8 @@ def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=None,
         coordinates plotted, cover the ``top`` most-used dimensions (``None``: all dimensions;
         ``az.rhat`` and ``az.ess`` then take about 35 s per 25,600 scalars on this CPU).
     :param progress: a tqdm bar over the stages (sampling, metrics, convergence, files).
-    :return: dict with ``inactive_fraction_magnitude``, ``inactive_fraction_inclusion``
+    :return: dict with ``converged`` and ``max_rhat_reductions`` (:func:`convergence_verdict`),
+        ``inactive_fraction_magnitude``, ``inactive_fraction_inclusion``
         (``None`` without inclusion probabilities), ``dead_dimensions``, ``class_jaccard``
         (``None`` without labels), ``max_rhat``, ``divergences``, ``seconds``,
         ``stage_seconds`` and the paths ``idata``, ``summary`` and ``figures`` (name -> path).
@@ -590,7 +662,10 @@ def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=None,
                      for i, name in enumerate(names[:-1])}
 
     finite = rhat[np.isfinite(rhat)]
+    converged, worst, _ = convergence_verdict(conv)
     return {
+        "converged": converged,
+        "max_rhat_reductions": worst,
         "inactive_fraction_magnitude": float(sparsity["inactive_magnitude"].mean()),
         "inactive_fraction_inclusion": float(sparsity["inactive_inclusion"].mean())
         if has_incl else None,

@@ -14,6 +14,8 @@ from . import schedules as schedules_
 from .distributions import SpikeAndSlab
 
 LIKELIHOODS = ("normal", "bernoulli")
+PRIORS = ("annealed", "learned", "hierarchical")
+CONCENTRATION = 10.0  # a + b of the hierarchical prior's Beta at the hand-over
 
 
 class _IsotropicNormal(TorchDistribution):
@@ -116,8 +118,11 @@ class SparseGenerator(PyroModule):
         >>> images = model.generate(8)          # [8, 1, 28, 28]
     """
 
-    def __init__(self, network, *, schedule=None, noise_scale=0.3, likelihood="normal"):
+    def __init__(self, network, *, schedule=None, noise_scale=0.3, likelihood="normal",
+                 prior="annealed", handover_iteration=None):
         super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         for attr in ("latent_dim", "image_shape"):
             if not hasattr(network, attr):
                 raise ValueError(f"network must expose {attr!r}")
@@ -133,10 +138,29 @@ class SparseGenerator(PyroModule):
         self.network = network
         # Fixed at construction, so a wrapped network (DistributedDataParallel) can stand in.
         self.__dict__["_sizes"] = (int(network.latent_dim), tuple(network.image_shape))
+        like = self._param_like()
+        # The prior's parameters live in a buffer updated in place when the schedule moves, so
+        # the kernel's derived graph (which holds a live reference to it) sees every move.
+        self.register_buffer("prior_state", torch.ones(3, dtype=like.dtype, device=like.device),
+                             persistent=False)
+        self.prior_kind = prior
+        self.handover_iteration = None if handover_iteration is None else int(handover_iteration)
+        if prior != "annealed":
+            # Learned by ABP once the annealing has ended (the hand-over); until then the
+            # schedule's weight is used. One graph covers both: the flag selects.
+            self.register_buffer("handed_over", torch.tensor(handover_iteration is not None,
+                                                             device=like.device))
+            d = int(network.latent_dim)
+            if prior == "learned":  # per-dimension slab weights w_j = sigmoid(slab_logit_j)
+                self.slab_logit = torch.nn.Parameter(torch.zeros(d, dtype=like.dtype,
+                                                                 device=like.device))
+            else:  # w_j ~ Beta(a, b), a global latent; (log a, log b) learned
+                self.log_concentration = torch.nn.Parameter(torch.zeros(
+                    2, dtype=like.dtype, device=like.device))
+        self._iteration = 0
         self.schedule = schedule
         self.noise_scale = float(noise_scale)
         self.likelihood_kind = likelihood
-        self._iteration = 0
 
     @property
     def latent_dim(self):
@@ -145,6 +169,18 @@ class SparseGenerator(PyroModule):
     @property
     def image_shape(self):
         return self.__dict__["_sizes"][1]
+
+    @property
+    def schedule(self):
+        """The annealing :class:`~pyro_sparsegen.schedules.Schedule` of the prior."""
+        return self.__dict__["_schedule"]
+
+    @schedule.setter
+    def schedule(self, value):
+        if not isinstance(value, schedules_.Schedule):
+            raise ValueError(f"schedule must be a Schedule, got {type(value).__name__}")
+        self.__dict__["_schedule"] = value
+        self._refresh_prior()
 
     @property
     def iteration(self):
@@ -156,6 +192,33 @@ class SparseGenerator(PyroModule):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise ValueError(f"iteration must be a non-negative integer, got {value!r}")
         self._iteration = int(value)
+        self._refresh_prior()
+
+    def _refresh_prior(self):
+        state = self.__dict__.get("_buffers", {}).get("prior_state")
+        if state is None or "_schedule" not in self.__dict__:
+            return
+        with torch.no_grad():
+            for i, v in enumerate(self.prior_params()):
+                state[i].fill_(v)  # a kernel launch with a scalar: no host-device copy
+            if self.prior_kind != "annealed" and self.handover_iteration is None and \
+                    self._iteration >= self.schedule.end:
+                self._hand_over()
+
+    def _hand_over(self):
+        """Start learning the slab weights, from the schedule's final weight."""
+        final = min(max(self.schedule(self.schedule.end).slab_weight, 1e-3), 1 - 1e-3)
+        if self.prior_kind == "learned":
+            self.slab_logit.fill_(math.log(final / (1 - final)))
+        else:
+            self.log_concentration.copy_(torch.tensor(
+                [math.log(CONCENTRATION * final), math.log(CONCENTRATION * (1 - final))]))
+        self.handed_over.fill_(True)
+        self.handover_iteration = self._iteration
+
+    def checkpoint_options(self):
+        """Constructor options besides the network, schedule, noise scale and likelihood."""
+        return {"prior": self.prior_kind, "handover_iteration": self.handover_iteration}
 
     def prior_params(self):
         """The schedule's :class:`~pyro_sparsegen.schedules.PriorParams` at :attr:`iteration`."""
@@ -167,18 +230,25 @@ class SparseGenerator(PyroModule):
             return p
         return torch.empty(())
 
-    def prior(self):
-        """The per-coordinate prior of ``z`` at the current iteration (override for variants).
-
-        Cached per iteration, schedule, device and dtype, so the inference loop creates no
-        tensors and copies nothing to the device per step."""
-        like = self._param_like()
-        key = (self._iteration, self.schedule, like.device, like.dtype)
+    def prior(self, slab_weight=None):
+        """The per-coordinate prior of ``z`` at the current iteration (override for variants):
+        a :class:`~pyro_sparsegen.SpikeAndSlab` on views of :attr:`prior_state`; with
+        ``prior="learned"`` the learned weights once handed over; with ``"hierarchical"``
+        ``slab_weight`` (the global latent ``w``, ``[latent_dim]``) once handed over."""
+        state = self.prior_state
+        if self.prior_kind == "learned":
+            learned = torch.sigmoid(self.slab_logit)
+            return SpikeAndSlab(torch.where(self.handed_over, learned, state[0]), state[1],
+                                state[2], validate_args=False)
+        if self.prior_kind == "hierarchical":
+            if slab_weight is None:  # outside the model: the hyperprior's mean
+                a, b = self.log_concentration.exp()
+                slab_weight = (a / (a + b)).expand(self.latent_dim)
+            return SpikeAndSlab(torch.where(self.handed_over, slab_weight, state[0]), state[1],
+                                state[2], validate_args=False)
         cached = self.__dict__.get("_prior_cache")
-        if cached is None or cached[0] != key:
-            params = [torch.as_tensor(v, dtype=like.dtype, device=like.device)
-                      for v in self.prior_params()]  # already range-checked by the schedule
-            cached = (key, SpikeAndSlab(*params, validate_args=False))
+        if cached is None or cached[0] is not state:
+            cached = (state, SpikeAndSlab(state[0], state[1], state[2], validate_args=False))
             self.__dict__["_prior_cache"] = cached
         return cached[1]
 
@@ -191,9 +261,14 @@ class SparseGenerator(PyroModule):
             return base.to_event(event_dim)
         return _IsotropicNormal(mean, self.noise_scale, event_dim)
 
-    def _latent_dist(self):
+    def slab_weight_prior(self):
+        """``Beta(a, b)`` of the hierarchical prior's per-dimension weights ``w``."""
+        a, b = self.log_concentration.exp()
+        return dist.Beta(a, b, validate_args=False).expand([self.latent_dim]).to_event(1)
+
+    def _latent_dist(self, slab_weight=None):
         """The site distribution for one image: event shape ``[latent_dim]``."""
-        prior = self.prior()
+        prior = self.prior() if slab_weight is None else self.prior(slab_weight)
         d = self.latent_dim
         cached = self.__dict__.get("_latent_cache")
         if cached is not None and cached[0] is prior and cached[1] == d:
@@ -227,22 +302,13 @@ class SparseGenerator(PyroModule):
 
     def forward(self, x=None, *, num_images=None):
         n = self._num_images(x, num_images)
+        if self.prior_kind == "hierarchical":
+            latent = self._latent_dist(pyro.sample("w", self.slab_weight_prior()))
+        else:
+            latent = self._latent_dist()
         with pyro.plate("images", n, dim=-1):
-            z = pyro.sample("z", self._latent_dist())
+            z = pyro.sample("z", latent)
             return pyro.sample("x", self.likelihood(z), obs=x)
-
-    # -- fast path for ShortRunLangevin: the same distributions, without the effect handlers --
-    def log_joint_terms(self, latents, x=None, *, num_images=None):
-        """Per-image ``(log p(z), log p(x | z))``, each ``[..., images]``, for
-        ``latents = {"z": [..., images, latent_dim]}``; equal to the Pyro trace's site terms."""
-        if x is None:
-            raise ValueError("log_joint_terms needs observed images x")
-        z = latents["z"]
-        return self._latent_dist().log_prob(z), self.likelihood(z).log_prob(x)
-
-    def log_prior_terms(self, latents, *args, **kwargs):
-        """Per-image ``log p(z)``, ``[..., images]``."""
-        return self._latent_dist().log_prob(latents["z"])
 
     def inclusion_probability(self, z):
         """Posterior slab probability of each coordinate of ``z`` under the current prior
@@ -255,9 +321,10 @@ class SparseGenerator(PyroModule):
 
     @torch.no_grad()
     def generate(self, num_images, *, mean=True):
-        """Draw ``num_images`` images from the model: ``(images, z)``. With ``mean=True`` the
-        images are ``g(z)`` (the usual way to show samples); otherwise noisy draws of ``x``."""
+        """Draw ``num_images`` images from the model's prior: ``(images, z)``. With
+        ``mean=True`` the images are ``g(z)`` (the usual way to show samples); otherwise noisy
+        draws of ``x``."""
         n = self._num_images(None, num_images)
-        z = self._latent_dist().sample((n,))
-        images = self.network(z) if mean else self.likelihood(z).sample()
-        return images, z
+        trace = pyro.poutine.trace(self).get_trace(None, num_images=n)
+        z = trace.nodes["z"]["value"]
+        return (self.network(z) if mean else trace.nodes["x"]["value"]), z

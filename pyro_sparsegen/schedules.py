@@ -13,6 +13,8 @@ Example::
 
 import dataclasses
 import math
+import numbers
+import weakref
 from typing import NamedTuple, Union
 
 KINDS = ("constant", "linear", "cosine", "exponential")
@@ -199,3 +201,76 @@ def spike_shrink(slab_weight=0.1, initial_spike=1.0, final_spike=0.1, iterations
     slab's scale 1) to ``final_spike`` over ``iterations``."""
     return Schedule(slab_weight, 1.0, Curve(kind, initial_spike, final_spike, 0, iterations),
                     warmup=warmup)
+
+
+# ------------------------------------------------------------------------------------------
+# The hook through which a plain Pyro function model reads the learner's annealing position.
+
+_POSITION = [0]
+_LIVE = weakref.WeakSet()
+
+
+def set_iteration(iteration):
+    """Move every :class:`Annealed` to ``iteration`` (the learner calls this each step)."""
+    if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or \
+            iteration < 0:
+        raise ValueError(f"iteration must be a non-negative integer, got {iteration!r}")
+    _POSITION[0] = int(iteration)
+    for annealed in list(_LIVE):
+        annealed._refresh()
+
+
+def current_iteration():
+    """The learner's annealing position (a Python int: read it for logging, not inside a
+    model's density — there use :class:`Annealed`, whose tensors the kernel's derived graph
+    follows)."""
+    return _POSITION[0]
+
+
+class Annealed:
+    """A schedule's prior parameters at the learner's position, as live 0-dim tensors: the
+    hook a plain Pyro function model reads its annealed prior through::
+
+        annealed = psg.schedules.Annealed(schedule)          # once, next to the model
+
+        def model(x=None, num_images=None):
+            w, slab, spike = annealed                         # tensors, moved in place
+            ...
+
+    :class:`~pyro_sparsegen.ABP` (and so :func:`~pyro_sparsegen.train`) calls
+    :func:`set_iteration` after every step, which updates the tensors in place (no new
+    tensors, so a graph derived from the model keeps following them).
+
+    :param Schedule schedule: the annealing schedule.
+    :param device, dtype: of the tensors (default: torch's defaults); :meth:`to` moves them.
+    """
+
+    def __init__(self, schedule, *, device=None, dtype=None):
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        import torch
+
+        self.schedule = schedule
+        self.state = torch.empty(3, device=device, dtype=dtype or torch.get_default_dtype())
+        self._refresh()
+        _LIVE.add(self)
+
+    def _refresh(self):
+        import torch
+
+        with torch.no_grad():
+            for i, value in enumerate(self.schedule(_POSITION[0])):
+                self.state[i].fill_(value)
+
+    def to(self, *args, **kwargs):
+        """Move the tensors (returns ``self``; the views handed out before are stale)."""
+        self.state = self.state.to(*args, **kwargs)
+        return self
+
+    @property
+    def params(self):
+        """``PriorParams`` of 0-dim tensors: ``slab_weight``, ``slab_scale``, ``spike_scale``."""
+        return PriorParams(self.state[0], self.state[1], self.state[2])
+
+    def __iter__(self):
+        return iter(self.params)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
-from .kernels import ShortRunLangevin
+from .infer import ShortRunLangevin
 from .model import SparseGenerator
 from .networks import ConvGenerator, MLPGenerator
 

@@ -1,0 +1,347 @@
+"""The functional core of short-run Langevin dynamics: pure functions on batched tensors.
+
+A position has two blocks:
+
+- ``position``: ``[*replicas, chains, dim]``, one chain per element of the model's chain plate
+  (one per image), the chains independent given the global block;
+- ``glob``: ``[*replicas, gdim]`` (``gdim`` may be 0), latents outside the plate, shared by the
+  chains of a replica.
+
+A *density function* ``density_fn(position, glob) -> Density`` evaluates the log density and
+its gradients (:mod:`pyro_sparsegen.infer.target` builds one from a Pyro model). A transition
+is Metropolis-within-Gibbs: a Langevin step of every chain's block (each chain accepts or
+rejects on its own), an optional *crossing* move of one scale-mixture coordinate per chain,
+then a Langevin step of the global block. A Langevin step is
+
+    z' = z + P * (h * grad + delta * eps),    h = delta^2 / 2,  eps ~ N(0, I)
+
+with ``P = 1`` (explicit) or ``P = 1 / (1 + h * kappa)`` (``precondition=True``: the
+semi-implicit prior step, ``kappa`` the prior's secant curvature on scale-mixture coordinates).
+Without noise it is gradient ascent on the log density (MAP); with noise and no Metropolis
+correction, the unadjusted Langevin algorithm (ULA, biased: on ``N(0, s^2)`` its stationary
+variance is ``s^2 / (1 - delta^2 / (4 s^2))``); with ``log_u`` the Metropolis-adjusted one
+(MALA, exact).
+
+Random inputs are arguments (:class:`Randoms`, drawn by :func:`draw_randoms`), so a transition
+is a deterministic function of its inputs: the kernel derives a graph of it once, and a compiled
+step draws the same numbers as the eager one.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+MAX_ENERGY_ERROR = 1000.0  # nats; a larger fall of the log density in one step is a divergence
+
+
+class Density(NamedTuple):
+    """Log density terms at a position and their gradients.
+
+    - ``local``: ``[*R, N]`` the terms of each chain's own sites (prior, likelihood,
+      Jacobians); given the global block, chain ``n``'s conditional log density
+    - ``shared``: ``[*R]`` the terms of the sites outside the chain plate
+    - ``observed``: ``[*R, N]`` the observed part of ``local`` (its log-likelihood)
+    - ``grad``: ``[*R, N, D]`` gradient of the total log density w.r.t. ``position``
+    - ``grad_global``: ``[*R, G]`` gradient w.r.t. ``glob``
+    - ``curvature``: ``[*R, N, D]`` secant curvature ``-d log p(z) / z / dz`` of the
+      scale-mixture coordinates (0 elsewhere), or ``None``
+    - ``curvature_global``: ``[*R, G]`` or ``None``
+    - ``log_scale_ratio``: ``[*R, N, D]`` ``log(slab scale / spike scale)`` of the
+      scale-mixture coordinates (0 elsewhere), for the crossing move, or ``None``
+    """
+
+    local: torch.Tensor
+    shared: torch.Tensor
+    observed: torch.Tensor
+    grad: torch.Tensor
+    grad_global: torch.Tensor
+    curvature: Optional[torch.Tensor] = None
+    curvature_global: Optional[torch.Tensor] = None
+    log_scale_ratio: Optional[torch.Tensor] = None
+
+
+class LangevinState(NamedTuple):
+    """What the next transition needs: the position's two blocks and the density there."""
+
+    position: torch.Tensor  # [*R, N, D]
+    glob: torch.Tensor  # [*R, G]
+    density: Density
+
+    @property
+    def log_density(self):
+        """``[*R, N]``: each chain's conditional log density (``density.local``)."""
+        return self.density.local
+
+
+class LangevinInfo(NamedTuple):
+    """What a user may want to look at after a transition."""
+
+    accept_prob: torch.Tensor  # [*R, N] of the chains' Langevin step
+    accepted: torch.Tensor  # [*R, N]
+    diverging: torch.Tensor  # [*R, N] any move of the transition diverged for this chain
+    global_accept_prob: torch.Tensor  # [*R] of the global step (1 without one)
+    crossing_accepted: torch.Tensor  # [*R, N] the crossing move was accepted
+
+
+class Randoms(NamedTuple):
+    """The random numbers of one transition (``None``: that part is off)."""
+
+    eps: Optional[torch.Tensor] = None  # [*R, N, D] noise of the chains' step
+    log_u: Optional[torch.Tensor] = None  # [*R, N] log-uniforms of its Metropolis test
+    cross_index: Optional[torch.Tensor] = None  # [*R, N] int64 coordinate of the crossing move
+    cross_up: Optional[torch.Tensor] = None  # [*R, N] bool: towards the slab (else the spike)
+    cross_log_u: Optional[torch.Tensor] = None  # [*R, N]
+    eps_global: Optional[torch.Tensor] = None  # [*R, G]
+    log_u_global: Optional[torch.Tensor] = None  # [*R]
+
+
+class Options(NamedTuple):
+    """The static settings of a transition (a derived graph is built for one set of them)."""
+
+    noise: bool = True
+    metropolis: bool = False
+    precondition: bool = False  # the semi-implicit prior step
+    crossing: bool = False
+    max_energy_error: float = MAX_ENERGY_ERROR
+
+
+def langevin_init(position, density_fn, glob=None):
+    """The state at ``position`` (``[*R, N, D]``) and ``glob`` (``[*R, G]``, default empty)."""
+    if glob is None:
+        glob = position.new_zeros(position.shape[:-2] + (0,))
+    return LangevinState(position, glob, density_fn(position, glob))
+
+
+def draw_randoms(state, options, mixture_index=None, has_global=None):
+    """:class:`Randoms` for one transition from ``state`` (the torch global generator).
+
+    :param mixture_index: int64 ``[M]`` positions in ``dim`` of the scale-mixture coordinates,
+        among which the crossing move picks one per chain.
+    """
+    z = state.position
+    lead = z.shape[:-1]
+    eps = torch.randn_like(z) if options.noise else None
+    log_u = _log_uniform(lead, z) if options.metropolis else None
+    cross = (None, None, None)
+    if options.crossing and mixture_index is not None and mixture_index.numel():
+        pick = torch.randint(mixture_index.numel(), lead, device=z.device)
+        cross = (mixture_index[pick], torch.rand(lead, device=z.device, dtype=z.dtype) < 0.5,
+                 _log_uniform(lead, z))
+    g = state.glob
+    has_global = g.shape[-1] > 0 if has_global is None else has_global
+    eps_g = torch.randn_like(g) if has_global and options.noise else None
+    log_u_g = _log_uniform(g.shape[:-1], g) if has_global and options.metropolis else None
+    return Randoms(eps, log_u, *cross, eps_g, log_u_g)
+
+
+def _log_uniform(shape, like):
+    return torch.rand(shape, dtype=like.dtype, device=like.device).log()
+
+
+def _proposal(z, grad, curvature, step_size, eps, precondition):
+    """``(proposal, mean, scale)``; ``step_size`` a number or a tensor broadcasting to ``z``."""
+    h = 0.5 * step_size * step_size
+    if precondition and curvature is not None:
+        p = 1.0 / (1.0 + h * curvature)
+        mean = z + (p * h) * grad
+        scale = p * step_size
+    else:
+        mean = z + h * grad
+        scale = step_size
+    return (mean if eps is None else mean + scale * eps), mean, scale
+
+
+def _log_q(value, mean, scale, preconditioned):
+    """``log N(value; mean, scale^2)`` summed over the last dim, dropping the terms that
+    cancel between a move and its reverse (``log scale`` does unless ``preconditioned``)."""
+    out = ((value - mean) / scale).pow(2).sum(-1) * -0.5
+    return out - scale.log().sum(-1) if preconditioned else out
+
+
+def _log_q_forward(eps, scale, preconditioned):
+    """:func:`_log_q` of ``mean + scale * eps`` (the residual is ``eps``)."""
+    out = eps.pow(2).sum(-1) * -0.5
+    return out - scale.log().sum(-1) if preconditioned else out
+
+
+def _preconditioned(precondition, curvature):
+    return precondition and curvature is not None
+
+
+def _ok(new_value, old_value, grad_sum, max_energy_error):
+    """A move is sound when the new log density and its gradient (``grad_sum``, summed to the
+    shape of the value) are finite and the log density fell by less than
+    ``max_energy_error``. (NaN compares False.)"""
+    return torch.isfinite(new_value + grad_sum) & (new_value > old_value - max_energy_error)
+
+
+def _select(keep, new, old):
+    """Per-chain select between two :class:`Density` (``keep``: ``[*R, N]`` or ``[*R]``)."""
+    def pick(a, b, rank):
+        if a is None:
+            return None
+        k = keep.reshape(keep.shape + (1,) * (a.dim() - rank))
+        return torch.where(k, a, b)
+
+    r = keep.dim()
+    if r == new.local.dim():  # per chain: the shared terms cannot change with one chain
+        shared = new.shared
+        grad_global = new.grad_global
+        curvature_global = new.curvature_global
+    else:
+        shared = pick(new.shared, old.shared, r)
+        grad_global = pick(new.grad_global, old.grad_global, r)
+        curvature_global = pick(new.curvature_global, old.curvature_global, r)
+    return Density(pick(new.local, old.local, r), shared, pick(new.observed, old.observed, r),
+                   pick(new.grad, old.grad, r), grad_global, pick(new.curvature, old.curvature, r),
+                   curvature_global, pick(new.log_scale_ratio, old.log_scale_ratio, r))
+
+
+def local_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
+               max_energy_error=MAX_ENERGY_ERROR):
+    """The chains' Langevin step, given the global block.
+
+    :param step_size: a number or ``[*R, N]`` (one per chain).
+    :param eps: ``[*R, N, D]`` noise, or ``None`` for the noise-free (MAP) step.
+    :param log_u: ``[*R, N]`` log-uniforms for the Metropolis test, or ``None`` (unadjusted).
+    :return: ``(state, accept_prob, accepted, diverging)``
+    """
+    step = step_size.unsqueeze(-1) if isinstance(step_size, torch.Tensor) else step_size
+    z, d = state.position, state.density
+    proposal, _, scale = _proposal(z, d.grad, d.curvature, step, eps, precondition)
+    new = density_fn(proposal, state.glob)
+    ok = _ok(new.local, d.local, new.grad.sum(-1), max_energy_error)
+    if log_u is None:
+        accepted = ok
+        accept_prob = ok.to(new.local.dtype)
+    else:
+        pre = _preconditioned(precondition, d.curvature)
+        _, reverse_mean, reverse_scale = _proposal(proposal, new.grad, new.curvature, step,
+                                                   None, precondition)
+        log_ratio = (new.local - d.local + _log_q(z, reverse_mean, reverse_scale, pre)
+                     - _log_q_forward(eps, scale, pre))
+        log_ratio = torch.where(ok, log_ratio, torch.full_like(log_ratio, -math.inf))
+        accept_prob = log_ratio.clamp(max=0.0).exp()
+        accepted = log_u < log_ratio
+    position = torch.where(accepted.unsqueeze(-1), proposal, z)
+    return LangevinState(position, state.glob, _select(accepted, new, d)), accept_prob, \
+        accepted, ~ok
+
+
+def crossing_step(state, density_fn, index, up, log_u, *, max_energy_error=MAX_ENERGY_ERROR):
+    """A Metropolis jump of one scale-mixture coordinate per chain between spike and slab:
+    ``z_j' = z_j * rho^(+-1)`` with ``rho`` the slab-to-spike scale ratio (``index``: ``[*R,
+    N]`` coordinates, ``up``: towards the slab). The scaling is an involution with its reverse
+    (the reverse move picks the same coordinate and the other direction, each with the same
+    probability), so accepting with ``min(1, p(z') / p(z) * rho^(+-1))`` (the Jacobian) keeps
+    the posterior exactly.
+
+    :return: ``(state, accepted, diverging)``
+    """
+    z, d = state.position, state.density
+    sign = torch.where(up, 1.0, -1.0).to(z.dtype)
+    log_rho = d.log_scale_ratio.gather(-1, index.unsqueeze(-1)).squeeze(-1) * sign
+    current = z.gather(-1, index.unsqueeze(-1))
+    proposal = z.scatter(-1, index.unsqueeze(-1), current * log_rho.exp().unsqueeze(-1))
+    new = density_fn(proposal, state.glob)
+    # A jump between the modes may lower the density a lot: a rejection, not a divergence
+    # (only a non-finite density or gradient is one).
+    ok = _ok(new.local, d.local, new.grad.sum(-1), math.inf)
+    accepted = ok & (log_u < new.local - d.local + log_rho)
+    position = torch.where(accepted.unsqueeze(-1), proposal, z)
+    return LangevinState(position, state.glob, _select(accepted, new, d)), accepted, ~ok
+
+
+def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
+                max_energy_error=MAX_ENERGY_ERROR):
+    """The global block's Langevin step on the total log density (per replica), given the
+    chains' blocks.
+
+    :param step_size: a number or ``[*R]``.
+    :return: ``(state, accept_prob, diverging)``, the last two ``[*R]``
+    """
+    step = step_size.unsqueeze(-1) if isinstance(step_size, torch.Tensor) else step_size
+    g, d = state.glob, state.density
+    total = d.local.sum(-1) + d.shared
+    proposal, _, scale = _proposal(g, d.grad_global, d.curvature_global, step, eps,
+                                   precondition)
+    new = density_fn(state.position, proposal)
+    new_total = new.local.sum(-1) + new.shared
+    ok = _ok(new_total, total, new.grad_global.sum(-1) + new.grad.sum((-2, -1)),
+             max_energy_error)
+    if log_u is None:
+        accepted = ok
+        accept_prob = ok.to(total.dtype)
+    else:
+        pre = _preconditioned(precondition, d.curvature_global)
+        _, reverse_mean, reverse_scale = _proposal(proposal, new.grad_global,
+                                                   new.curvature_global, step, None,
+                                                   precondition)
+        log_ratio = (new_total - total + _log_q(g, reverse_mean, reverse_scale, pre)
+                     - _log_q_forward(eps, scale, pre))
+        log_ratio = torch.where(ok, log_ratio, torch.full_like(log_ratio, -math.inf))
+        accept_prob = log_ratio.clamp(max=0.0).exp()
+        accepted = log_u < log_ratio
+    glob = torch.where(accepted.unsqueeze(-1), proposal, g)
+    return LangevinState(state.position, glob, _select(accepted, new, d)), accept_prob, ~ok
+
+
+def langevin_step(state, density_fn, step_size, randoms=None, options=Options(), *,
+                  global_step_size=None, mixture_index=None):
+    """One transition: the chains' step, the crossing move (``options.crossing``), then the
+    global step (when the global block is not empty).
+
+    :param step_size: a number or ``[*R, N]``.
+    :param randoms: :class:`Randoms`; drawn here when ``None``.
+    :param global_step_size: a number or ``[*R]`` (default ``step_size`` when a number).
+    :return: ``(LangevinState, LangevinInfo)``
+    """
+    if options.metropolis and not options.noise:
+        raise ValueError("metropolis=True needs noise=True")
+    if randoms is None:
+        randoms = draw_randoms(state, options, mixture_index)
+    state, accept_prob, accepted, diverging = local_step(
+        state, density_fn, step_size, randoms.eps, randoms.log_u,
+        precondition=options.precondition, max_energy_error=options.max_energy_error)
+    crossed = torch.zeros_like(accepted)
+    if randoms.cross_index is not None:
+        state, crossed, cross_div = crossing_step(
+            state, density_fn, randoms.cross_index, randoms.cross_up, randoms.cross_log_u,
+            max_energy_error=options.max_energy_error)
+        diverging = diverging | cross_div
+    global_accept = accept_prob.new_ones(accept_prob.shape[:-1])
+    if state.glob.shape[-1] > 0:
+        if options.metropolis:
+            # The chains accepted or rejected one by one, so the state's global gradient (a sum
+            # over chains, evaluated with every chain moved) is re-evaluated at the position
+            # the chains kept; a noise-free (MAP) step keeps it (it differs only where a chain
+            # diverged).
+            state = LangevinState(state.position, state.glob,
+                                  density_fn(state.position, state.glob))
+        if global_step_size is None:
+            global_step_size = step_size
+        state, global_accept, global_div = global_step(
+            state, density_fn, global_step_size, randoms.eps_global, randoms.log_u_global,
+            precondition=options.precondition, max_energy_error=options.max_energy_error)
+        diverging = diverging | global_div.unsqueeze(-1)
+    return state, LangevinInfo(accept_prob, accepted, diverging, global_accept, crossed)
+
+
+def density_from_log_prob(log_prob_fn, curvature_fn=None):
+    """A density function for the core from ``log_prob_fn(position) -> [*R, N]`` (no global
+    block), with the gradient by autograd; ``curvature_fn(position) -> [*R, N, D]`` optional.
+    For tests and for users of the core on plain tensors."""
+
+    def density(position, glob):
+        with torch.enable_grad():
+            z = position.detach().requires_grad_(True)
+            value = log_prob_fn(z)
+            (grad,) = torch.autograd.grad(value.sum(), z)
+        value = value.detach()
+        curvature = None if curvature_fn is None else curvature_fn(position)
+        zeros = value.new_zeros(value.shape[:-1])
+        return Density(value, zeros, torch.zeros_like(value), grad,
+                       glob.new_zeros(glob.shape), curvature, None, None)
+
+    return density

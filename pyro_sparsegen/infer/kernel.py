@@ -1,0 +1,517 @@
+"""``ShortRunLangevin``: the Pyro ``MCMCKernel`` adapter, and the fast calls ``infer`` and
+``sample_chains``, on top of the functional core (:mod:`.core`), the target (:mod:`.target`),
+the derived dynamics (:mod:`.derived`) and step-size adaptation (:mod:`.adaptation`)."""
+
+import math
+import numbers
+from collections import OrderedDict
+from typing import NamedTuple, Optional
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from . import adaptation
+from .core import MAX_ENERGY_ERROR, Options, draw_randoms
+from .derived import Dynamics
+from .target import ModelTarget, PotentialTarget
+
+INITS = ("zeros", "prior", "normal")
+PRIOR_STEPS = ("explicit", "semi-implicit")
+LOG_EVERY = 10  # transitions between refreshes of the progress bar's figures
+
+
+class RunStats(NamedTuple):
+    """Summary of one :meth:`ShortRunLangevin.infer` call (tensors, left on the device).
+
+    ``mismatch`` is a device bool when this run checked the derived graph against the model's
+    trace (``None`` otherwise); ``infer(sync=False)`` leaves acting on it to the caller."""
+
+    divergences: torch.Tensor  # [*R, N] transitions that diverged
+    acceptance: torch.Tensor  # [*R, N] mean acceptance probability of the chains' steps
+    log_density: torch.Tensor  # [*R, N] each chain's log density at the final state
+    log_likelihood: torch.Tensor  # [*R, N] its observed part
+    mismatch: Optional[torch.Tensor] = None
+
+    @property
+    def log_prior(self):
+        """``[*R, N]``: the latent part of each chain's log density (with Jacobians)."""
+        return self.log_density - self.log_likelihood
+
+
+def _signature(value):
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device)
+    if value is None or isinstance(value, (numbers.Number, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(_signature(v) for v in value)
+    return ("object", id(value))
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+class ShortRunLangevin(MCMCKernel):
+    r"""Short-run (non-persistent) Langevin dynamics for any Pyro model with continuous
+    latents: one chain per element of the model's chain plate (one per image), all advanced
+    together as one tensor.
+
+    Use it two ways:
+
+    - ``kernel.infer(x)``: one short run from a fresh start, ``num_steps`` transitions, for the
+      whole batch (what training calls); returns constrained values. ``num_chains=C`` adds
+      ``C`` replica chains as a leading dimension. With ``noise=False`` it is MAP
+      optimisation in the unconstrained space (Jacobians included).
+    - ``pyro.infer.MCMC(kernel, num_samples=..., warmup_steps=...)``: every ``sample()`` is
+      one transition; the warm-up adapts the step sizes; ``az.from_pyro`` of the result has
+      ``posterior``, ``sample_stats``, ``log_likelihood`` and ``observed_data``.
+
+    Constrained sites move in the unconstrained space through ``biject_to(support)`` (fixed
+    from the first trace, as in Pyro's HMC) with each site's ``log|det J|`` in the density.
+    Latent sites outside the chain plate form a global block updated by its own Langevin step
+    given the chains (Metropolis-within-Gibbs), with its own step size. Discrete latents are
+    refused.
+
+    Settings and what they sample (see the README):
+
+    - ``metropolis=True`` (MALA): exact; accept/reject per chain; with a scale-mixture prior
+      (:class:`~pyro_sparsegen.SpikeAndSlab`) a crossing move jumps one coordinate per chain
+      between spike and slab every transition (``crossing``);
+    - ``noise=True, metropolis=False, prior_step="explicit"`` (ULA, the paper's sampler): biased
+      by the step size (on ``N(0, s^2)`` the stationary variance is ``s^2 / (1 - delta^2 /
+      (4 s^2))``);
+    - ``noise=False``: an optimiser (MAP), not a sampler;
+    - ``prior_step="semi-implicit"`` with noise needs ``metropolis=True``: unadjusted it
+      samples a wrong distribution, so it is refused.
+
+    :param model: a Pyro model; give this or ``potential_fn``.
+    :param potential_fn: ``params -> potential energy`` on unconstrained params; needs
+        ``initial_params``; one chain.
+    :param float step_size: ``delta`` (the initial value when adapting); the drift is
+        ``delta^2 / 2`` times the gradient.
+    :param int num_steps: transitions in one :meth:`infer` call (``K``).
+    :param bool noise: ``False``: gradient ascent on the log density (the authors' setting
+        for learning).
+    :param str init: where runs start, in the unconstrained space: ``"zeros"``, ``"prior"``
+        (a draw from the model) or ``"normal"``; ``None`` (default): zeros for :meth:`infer`,
+        prior draws for ``MCMC`` and :meth:`sample_chains`.
+    :param bool metropolis: Metropolis-adjusted (MALA), per chain.
+    :param str prior_step: ``"explicit"`` or ``"semi-implicit"`` (preconditioned by
+        ``1 / (1 + h kappa)`` on coordinates whose prior declares itself a zero-centred scale
+        mixture; explicit elsewhere).
+    :param str chain_plate: the plate whose elements are independent chains (default: found).
+    :param adapt_step_size: adapt the step sizes during warm-up (``MCMC``,
+        :meth:`sample_chains`), one per chain and one for the global block; default: on with
+        ``metropolis=True``.
+    :param float target_accept_prob: the adaptation's target (0.574, optimal for MALA).
+    :param crossing: the spike/slab crossing move (default: on with ``metropolis=True`` when
+        the model has a scale-mixture site).
+    :param bool compile: compile the transition with ``torch.compile``.
+    :param bool derive: derive a graph of the transition from the model (faster; checked
+        against the model's trace); ``False`` runs the model through Pyro at every step.
+
+    Example::
+
+        >>> model = SparseGenerator(MLPGenerator(16), schedule=schedules.constant(0.1))
+        >>> kernel = ShortRunLangevin(model, step_size=0.05, num_steps=30, noise=False)
+        >>> z = kernel.infer(x)["z"]          # [images, 16]
+        >>> mcmc = pyro.infer.MCMC(ShortRunLangevin(model, metropolis=True), num_samples=100,
+        ...                        warmup_steps=100)
+        >>> mcmc.run(x)
+    """
+
+    def __init__(self, model=None, *, potential_fn=None, step_size=0.05, num_steps=30,
+                 noise=True, init=None, metropolis=False, prior_step="explicit",
+                 chain_plate=None, adapt_step_size=None,
+                 target_accept_prob=adaptation.TARGET_ACCEPT_PROB, crossing=None,
+                 compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR):
+        if (model is None) == (potential_fn is None):
+            raise ValueError("give exactly one of model or potential_fn")
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) \
+                or not math.isfinite(step_size) or step_size <= 0:
+            raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
+        num_steps = _check_int("num_steps", num_steps, 1)
+        if init is not None and init not in INITS:
+            raise ValueError(f"init must be one of {INITS} or None, got {init!r}")
+        if prior_step not in PRIOR_STEPS:
+            raise ValueError(f"prior_step must be one of {PRIOR_STEPS}, got {prior_step!r}")
+        if metropolis and not noise:
+            raise ValueError("metropolis=True needs noise=True")
+        if noise and not metropolis and prior_step == "semi-implicit":
+            raise ValueError(
+                "the semi-implicit step with noise and no Metropolis correction samples a wrong "
+                "distribution (its noise is scaled by P, not sqrt(P)); use noise=False (MAP), "
+                "metropolis=True (exact MALA) or prior_step='explicit' (ULA)")
+        if adapt_step_size and not metropolis:
+            raise ValueError("adapt_step_size=True needs metropolis=True (it adapts towards an "
+                             "acceptance rate)")
+        if not 0 < target_accept_prob < 1:
+            raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+        if crossing and not metropolis:
+            raise ValueError("crossing=True needs metropolis=True (it is a Metropolis move)")
+        self.model = model
+        self.potential_fn = potential_fn
+        self.step_size = float(step_size)
+        self.num_steps = num_steps
+        self.noise = bool(noise)
+        self.init = init
+        self.metropolis = bool(metropolis)
+        self.prior_step = prior_step
+        self.chain_plate = chain_plate
+        self.adapt_step_size = self.metropolis if adapt_step_size is None else \
+            bool(adapt_step_size)
+        self.target_accept_prob = float(target_accept_prob)
+        self.crossing = crossing
+        self.compile = bool(compile)
+        self.derive = bool(derive)
+        self.max_energy_error = float(max_energy_error)
+        self.transforms = None
+        self.last_run = None
+        self.chain_stats = []
+        self._targets = {}
+        self._dynamics = {}
+        self._initial_params = None
+        self._reset()
+        super().__init__()
+
+    def __getstate__(self):  # derived graphs do not pickle (MCMC runs chains in processes)
+        state = self.__dict__.copy()
+        state["_targets"], state["_dynamics"], state["_mcmc"] = {}, {}, None
+        state["_state"] = state["_returned"] = None
+        return state
+
+    def _reset(self):
+        self._t = 0
+        self._warmup_steps = 0
+        self._mcmc = None
+        self._state = None
+        self._returned = None
+        self._steps = None
+        self._adapt = None
+        self._draws = []
+        self._diverging = []
+        self._accept_mean = float("nan")
+        self._step_mean = self.step_size
+        self._host = None
+
+    # -- targets and their dynamics --
+    def _target(self, args, kwargs, replicas=0):
+        if self.potential_fn is not None:
+            if replicas:
+                raise ValueError("replica chains need a model, not a potential_fn")
+            if self._initial_params is None:
+                raise ValueError("a potential_fn needs initial_params to know the sites' shapes")
+            key = ("potential", tuple(sorted((k, _signature(v))
+                                             for k, v in self._initial_params.items())))
+            if key not in self._targets:
+                self._targets = {key: PotentialTarget(self.potential_fn, self._initial_params)}
+            return self._targets[key]
+        key = (tuple(_signature(a) for a in args),
+               tuple(sorted((k, _signature(v)) for k, v in kwargs.items())), replicas)
+        target = self._targets.get(key)
+        if target is None:
+            target = ModelTarget(self.model, args, kwargs, self.chain_plate, replicas)
+            if len(self._targets) >= 8:  # shapes rarely change; keep a few
+                self._targets.pop(next(iter(self._targets)))
+            self._targets[key] = target
+        return target
+
+    def options(self, target):
+        """The core's :class:`~pyro_sparsegen.infer.core.Options` for a target."""
+        crossing = self.metropolis and bool(target.mixture_index.numel()) \
+            if self.crossing is None else bool(self.crossing)
+        return Options(noise=self.noise, metropolis=self.metropolis,
+                       precondition=self.prior_step == "semi-implicit", crossing=crossing,
+                       max_energy_error=self.max_energy_error)
+
+    def dynamics(self, target, args=(), kwargs=None):
+        """The :class:`~pyro_sparsegen.infer.derived.Dynamics` of a target, bound to args."""
+        options = self.options(target)
+        key = (id(target), options, self.compile, self.derive)
+        dyn = self._dynamics.get(key)
+        if dyn is None or dyn.target is not target:
+            dyn = Dynamics(target, options, derive=self.derive, compile=self.compile)
+            if len(self._dynamics) >= 8:
+                self._dynamics.pop(next(iter(self._dynamics)))
+            self._dynamics[key] = dyn
+        dyn.bind(args, kwargs or {})
+        return dyn
+
+    def _start(self, target, init, args, kwargs):
+        if init == "prior":
+            return target.prior_free(args, kwargs)
+        position, glob = target.zeros()
+        if init == "normal":
+            position, glob = torch.randn_like(position), torch.randn_like(glob)
+        return position, glob
+
+    def _step_sizes(self, target, dyn, state):
+        """Per-chain step sizes ``[*R, N]`` and the global block's ``[*R]``, the latter scaled
+        to the block's curvature so that the explicit step is stable there."""
+        lead = state.position.shape[:-1]
+        local = torch.full(lead, self.step_size, dtype=target.dtype, device=target.device)
+        glob = torch.full(lead[:-1], self.step_size, dtype=target.dtype, device=target.device)
+        if target.global_size:
+            curvature = self._global_curvature(target, dyn, state)
+            glob = torch.minimum(glob, curvature.clamp(min=1e-12).rsqrt())
+        return local, glob
+
+    def _global_curvature(self, target, dyn, state):
+        """``[*R]``: the largest diagonal curvature ``-d2 log p / dg2`` of the global block,
+        by finite differences of the gradient (exact per coordinate for up to 4 coordinates,
+        else from one Rademacher probe)."""
+        density = dyn.density_fn(*dyn._rebuild(dyn._tensors))
+        g, grad = state.glob, state.density.grad_global
+        h = 1e-3 * (1.0 + g.abs())
+        size = target.global_size
+        with torch.no_grad():
+            if size <= 4:
+                rows = []
+                for i in range(size):
+                    e = torch.zeros_like(g)
+                    e[..., i] = h[..., i]
+                    moved = density(state.position, g + e).grad_global[..., i]
+                    rows.append(-(moved - grad[..., i]) / h[..., i])
+                kappa = torch.stack(rows, -1)
+            else:
+                v = torch.randint(0, 2, g.shape, device=g.device).to(g.dtype) * 2 - 1
+                moved = density(state.position, g + h * v).grad_global
+                kappa = (-(moved - grad) * v / h)
+        return kappa.nan_to_num(nan=0.0, posinf=1e30).amax(-1)
+
+    # -- the fast call --
+    def log_density(self, latents, *args, **kwargs):
+        """``(log density, log-likelihood)`` per chain (``[*R, N]``) at constrained
+        ``latents`` (``{site: value}``, with an optional leading replica dim on every site),
+        as the kernel sees them (Jacobians included)."""
+        target = self._target(args, kwargs)
+        first = target.sites[0] if hasattr(target, "sites") else None
+        replicas = 0
+        if first is not None:
+            value = latents[first.name]
+            replicas = value.shape[0] if value.dim() > len(first.shape) else 0
+            if replicas:
+                target = self._target(args, kwargs, replicas)
+        free = target.unconstrain(latents) if hasattr(target, "unconstrain") else latents
+        position, glob = target.pack_free(free, replicas=replicas)
+        d = target.density(position, glob, args, kwargs)
+        return d.local, d.observed
+
+    def infer(self, *args, num_chains=None, sync=True, **kwargs):
+        """One short run from a fresh start (:attr:`init`, default zeros): ``num_steps``
+        transitions for the whole batch at the kernel's step size.
+
+        :param num_chains: if given, that many replica chains per image, as a leading
+            dimension of every returned tensor.
+        :param bool sync: act at once when this run's check of the derived graph against the
+            model's trace fails (rerun through the trace); ``False`` leaves it, as a device
+            flag in :attr:`last_run`, to the caller (no host read: the training loop).
+        :return: ``{site: constrained value}``, e.g. ``{"z": [images, latent_dim]}``;
+            statistics of the run are in :attr:`last_run` (:class:`RunStats`).
+        """
+        replicas = 0 if num_chains is None else _check_int("num_chains", num_chains, 1)
+        target = self._target(args, kwargs, replicas)
+        dyn = self.dynamics(target, args, kwargs)
+        position, glob = self._start(target, self.init or "zeros", args, kwargs)
+        state, mismatch = dyn.begin(position, glob)
+        local_step, global_step = self._step_sizes(target, dyn, state)
+        options = dyn.options
+        divergences = accept = None
+        for _ in range(self.num_steps):
+            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
+            state, info = dyn.step(state, randoms, local_step, global_step)
+            divergences = info.diverging.to(torch.int32) if divergences is None else \
+                divergences + info.diverging
+            accept = info.accept_prob if accept is None else accept + info.accept_prob
+        if mismatch is not None and sync and bool(mismatch):
+            dyn.mismatch_found()
+            return self.infer(*args, num_chains=num_chains, sync=sync, **kwargs)
+        d = state.density
+        self.last_run = RunStats(divergences, accept / self.num_steps, d.local, d.observed,
+                                 mismatch)
+        return target.values(state.position, state.glob)
+
+    def sample_chains(self, *args, num_chains=4, num_draws=200, warmup_steps=None, thin=1,
+                      **kwargs):
+        """Replica chains per image, vectorised in one tensor: ``warmup_steps`` transitions
+        (default ``num_steps``; they adapt the step sizes when :attr:`adapt_step_size`) from
+        :attr:`init` (default: prior draws), then ``num_draws`` kept draws, one every
+        ``thin`` transitions.
+
+        :return: ``(samples, stats)``: ``samples[site]`` is ``[chains, draws, *site_shape]``
+            (constrained); ``stats`` has ``log_density``, ``log_likelihood``,
+            ``accept_prob``, ``diverging`` and ``step_size`` (``[chains, draws, plate]``; a
+            thinned draw is diverging when any of its transitions was, and ``accept_prob``
+            is their mean), ``global_step_size`` (``[chains]``) and ``options`` (the core's
+            :class:`~pyro_sparsegen.infer.core.Options` it ran with).
+        """
+        num_chains = _check_int("num_chains", num_chains, 1)
+        num_draws = _check_int("num_draws", num_draws, 1)
+        thin = _check_int("thin", thin, 1)
+        warmup_steps = self.num_steps if warmup_steps is None else \
+            _check_int("warmup_steps", warmup_steps, 0)
+        target = self._target(args, kwargs, num_chains)
+        dyn = self.dynamics(target, args, kwargs)
+        position, glob = self._start(target, self.init or "prior", args, kwargs)
+        state, mismatch = dyn.begin(position, glob)
+        if mismatch is not None and bool(mismatch):
+            dyn.mismatch_found()
+            state = dyn.init(position, glob)
+        local_step, global_step = self._step_sizes(target, dyn, state)
+        adapt = self.adapt_step_size and warmup_steps > 0
+        if adapt:
+            da_local = adaptation.dual_averaging_init(local_step)
+            da_global = adaptation.dual_averaging_init(global_step)
+        options = dyn.options
+        draws, stats = [], {k: [] for k in ("log_density", "log_likelihood", "accept_prob",
+                                            "diverging", "step_size")}
+        for i in range(warmup_steps + num_draws * thin):
+            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
+            state, info = dyn.step(state, randoms, local_step, global_step)
+            if i < warmup_steps:
+                if adapt:
+                    da_local = adaptation.dual_averaging_update(da_local, info.accept_prob,
+                                                                self.target_accept_prob)
+                    da_global = adaptation.dual_averaging_update(
+                        da_global, info.global_accept_prob, self.target_accept_prob)
+                    final = i == warmup_steps - 1
+                    local_step = adaptation.dual_averaging_final(da_local) if final else \
+                        da_local.step_size
+                    global_step = adaptation.dual_averaging_final(da_global) if final else \
+                        da_global.step_size
+                continue
+            j = (i - warmup_steps) % thin
+            accept = info.accept_prob / thin if j == 0 else accept + info.accept_prob / thin
+            diverging = info.diverging if j == 0 else diverging | info.diverging
+            if j == thin - 1:
+                draws.append((state.position, state.glob))
+                stats["log_density"].append(state.density.local)
+                stats["log_likelihood"].append(state.density.observed)
+                stats["accept_prob"].append(accept)
+                stats["diverging"].append(diverging)
+                stats["step_size"].append(local_step)
+        position = torch.stack([p for p, _ in draws], 1)  # [chains, draws, N, D]
+        glob = torch.stack([g for _, g in draws], 1)
+        flat = target.values(position.reshape(-1, *position.shape[2:]),
+                             glob.reshape(-1, glob.shape[-1]))
+        samples = {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in flat.items()}
+        out = {k: torch.stack(v, 1) for k, v in stats.items()}
+        out["global_step_size"] = global_step
+        out["options"] = options
+        return samples, out
+
+    # -- the MCMCKernel contract --
+    @property
+    def initial_params(self):
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params):
+        self._initial_params = params
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        self._reset()
+        self._warmup_steps = warmup_steps
+        target = self._target(args, kwargs)
+        dyn = self.dynamics(target, args, kwargs)
+        self.transforms = target.transforms
+        self._mcmc = (target, dyn)
+        if self._initial_params is None:
+            init = self.init or ("zeros" if self.potential_fn is not None else "prior")
+            with pyro.validation_enabled(False):
+                self._initial_params = target.unpack_free(*self._start(target, init, args,
+                                                                       kwargs))
+
+    def _begin_chain(self, params):
+        target, dyn = self._mcmc
+        position, glob = target.pack_free({k: v.detach() for k, v in params.items()},
+                                          replicas=0)
+        state, mismatch = dyn.begin(position, glob)
+        if mismatch is not None and bool(mismatch):
+            dyn.mismatch_found()
+            state = dyn.init(position, glob)
+        if self._steps is None:
+            self._steps = self._step_sizes(target, dyn, state)
+            if self.adapt_step_size and self._warmup_steps > 0:
+                self._adapt = (adaptation.dual_averaging_init(self._steps[0]),
+                               adaptation.dual_averaging_init(self._steps[1]))
+        return state
+
+    def sample(self, params):
+        target, dyn = self._mcmc
+        state = self._state
+        if state is None or params is not self._returned:
+            state = self._begin_chain(params)
+        randoms = draw_randoms(state, dyn.options, target.mixture_index, target.global_size > 0)
+        state, info = dyn.step(state, randoms, *self._steps)
+        self._t += 1
+        if self._t <= self._warmup_steps:
+            if self._adapt is not None:
+                da_local = adaptation.dual_averaging_update(self._adapt[0], info.accept_prob,
+                                                            self.target_accept_prob)
+                da_global = adaptation.dual_averaging_update(
+                    self._adapt[1], info.global_accept_prob, self.target_accept_prob)
+                self._adapt = (da_local, da_global)
+                if self._t == self._warmup_steps:  # frozen from here on
+                    self._steps = (adaptation.dual_averaging_final(da_local),
+                                   adaptation.dual_averaging_final(da_global))
+                else:
+                    self._steps = (da_local.step_size, da_global.step_size)
+        else:
+            self._draws.append((info.accept_prob, info.diverging, self._steps[0]))
+        self._refresh_logging(info)
+        self._state = state
+        self._returned = target.unpack_free(state.position, state.glob)
+        return self._returned
+
+    def _refresh_logging(self, info):
+        """Cached figures for the progress bar, a few transitions stale: on a GPU they come
+        through a non-blocking copy, never a synchronisation."""
+        if self._t % LOG_EVERY != 1 and self._t > 1:
+            return
+        figures = torch.stack([info.accept_prob.mean(), self._steps[0].mean()]).detach()
+        if self._host is not None:
+            host, event = self._host
+            if event is None or event.query():
+                self._accept_mean, self._step_mean = (float(v) for v in host)
+        if figures.is_cuda:
+            host = torch.empty(2, dtype=figures.dtype, pin_memory=True)
+            host.copy_(figures, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._host = (host, event)
+        else:
+            self._accept_mean, self._step_mean = (float(v) for v in figures)
+            self._host = None
+
+    def logging(self):
+        return OrderedDict([("step size", "{:.2e}".format(self._step_mean)),
+                            ("acc. prob", "{:.3f}".format(self._accept_mean))])
+
+    def diagnostics(self):
+        """``divergences`` (post-warm-up draws where any chain diverged), ``acceptance rate``,
+        and per draw and chain ``accept_prob``, ``step_size`` and ``diverging`` (NumPy
+        ``[draws, chains]``; :func:`pyro_sparsegen.diagnostics.add_kernel_stats` puts them
+        into ``az.from_pyro``'s InferenceData). Also appended to :attr:`chain_stats`."""
+        if self._draws:
+            accept = torch.stack([a for a, _, _ in self._draws]).detach().cpu().numpy()
+            diverging = torch.stack([d for _, d, _ in self._draws]).cpu().numpy()
+            steps = torch.stack([s for _, _, s in self._draws]).detach().cpu().numpy()
+        else:
+            accept = steps = np.zeros((0, 0))
+            diverging = np.zeros((0, 0), dtype=bool)
+        flags = diverging.any(-1) if diverging.size else np.zeros(0, dtype=bool)
+        out = {"divergences": [int(i) for i in np.flatnonzero(flags)],
+               "acceptance rate": float(accept.mean()) if accept.size else float("nan"),
+               "accept_prob": accept, "step_size": steps, "diverging": diverging}
+        self.chain_stats.append(out)
+        return out
+
+    def cleanup(self):
+        self._reset()
+        self._initial_params = None
