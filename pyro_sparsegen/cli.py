@@ -71,7 +71,11 @@ def build_parser():
     r = sub.add_parser("reconstruct", help="reconstruct (optionally noisy) test images")
     r.add_argument("run_dir")
     r.add_argument("--data", help="data spec (default: the run's)")
-    r.add_argument("--noise", type=float, default=0.0, help="std of added Gaussian noise")
+    r.add_argument("--noise", type=float, default=0.0,
+                   help="std of added Gaussian noise (not clipped, as in the authors' "
+                        "evaluation)")
+    r.add_argument("--clip", action="store_true",
+                   help="clip the noisy images to [0, 1] (the harder variant)")
     r.add_argument("--num", type=int, default=16)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", help="output PNG (default RUN_DIR/reconstruct.png)")
@@ -239,6 +243,7 @@ def cmd_reconstruct(args):
 
     from . import plots
     from .data import load_data
+    from .evaluation import add_noise
     from .training import make_encoder, reconstructions
 
     _positive("--num", args.num)
@@ -250,11 +255,13 @@ def cmd_reconstruct(args):
     rows = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.num, len(data)),
                                                           replace=False))
     x = data.batch(rows).to(device)
-    noisy = (x + args.noise * torch.randn_like(x)).clamp(0, 1) if args.noise else x
+    noisy = torch.as_tensor(add_noise(x.cpu().numpy(), args.noise, seed=args.seed,
+                                      clip=args.clip), device=device) if args.noise else x
     recon, zeroed = reconstructions(model, make_encoder(model, config), x,
                                     threshold=config.threshold, observed=noisy)
     rows = [x.cpu()] + ([noisy.cpu()] if args.noise else []) + [recon.cpu(), zeroed.cpu()]
-    titles = ["test images"] + ([f"noise std {args.noise}"] if args.noise else []) + \
+    noise = f"noise std {args.noise}" + (", clipped to [0, 1]" if args.clip else "")
+    titles = ["test images"] + ([noise] if args.noise else []) + \
         ["reconstructions", "inactive coordinates zeroed"]
     plots.plot_image_grid(rows, out, titles=titles)
     mse = ((recon - x) ** 2).mean().item()
