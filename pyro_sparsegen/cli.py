@@ -23,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--trust-model", action="store_true",
+                   help="load a run whose model class is defined outside pyro_sparsegen "
+                        "(imports and runs the module the checkpoint names)")
 
 
 def build_parser():
@@ -117,9 +120,9 @@ def _train_config(args):
     from .config import TrainConfig
 
     if args.resume:
-        from .training import load_run
+        from .training import read_run
 
-        _, config, _ = load_run(args.out)
+        config, _ = read_run(args.out)  # the model class is checked when train loads it
     elif args.config:
         config = TrainConfig.from_file(args.config)
     else:
@@ -169,7 +172,8 @@ def cmd_train(args):
                          "choose another --out")
     dist = _init_distributed(config)
     try:
-        result = train(config, args.out, resume=args.resume, progress=not args.quiet)
+        result = train(config, args.out, resume=args.resume, progress=not args.quiet,
+                       trust_model=args.trust_model)
     finally:
         if dist is not None:
             dist.destroy_process_group()
@@ -193,7 +197,7 @@ def _load(args):
 
     config_device = args.device or "auto"
     device = resolve_device(config_device)
-    model, config, state = load_run(args.run_dir, device=device)
+    model, config, state = load_run(args.run_dir, device=device, trust_model=args.trust_model)
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
     return model, config, state, device

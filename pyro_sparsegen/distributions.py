@@ -60,6 +60,9 @@ class SpikeAndSlab(TorchDistribution):
     }
     support = constraints.real
     has_rsample = False
+    #: A zero-centred scale mixture of normals: ShortRunLangevin's semi-implicit step treats
+    #: its pull towards zero implicitly, and its crossing move jumps between the components.
+    scale_mixture = True
 
     def __init__(self, slab_weight, slab_scale, spike_scale, *, validate_args=None):
         # Python numbers (the schedule's output) are checked for free; tensors only when
@@ -92,9 +95,10 @@ class SpikeAndSlab(TorchDistribution):
 
     def _component_log_probs(self, value):
         """Joint log densities of (value, slab) and (value, spike)."""
-        sq = value * value
-        slab = -0.5 * sq / self.slab_scale**2 - self.slab_scale.log() - _HALF_LOG_2PI
-        spike = -0.5 * sq / self.spike_scale**2 - self.spike_scale.log() - _HALF_LOG_2PI
+        # (value / scale)**2, not value**2 / scale**2: a tiny spike's scale**2 underflows to 0
+        # (float32 below ~1e-19), which made the density NaN at 0.
+        slab = -0.5 * (value / self.slab_scale) ** 2 - self.slab_scale.log() - _HALF_LOG_2PI
+        spike = -0.5 * (value / self.spike_scale) ** 2 - self.spike_scale.log() - _HALF_LOG_2PI
         # log(w) and log1p(-w) are -inf at the ends of [0, 1]; logaddexp handles that.
         return slab + self.slab_weight.log(), spike + torch.log1p(-self.slab_weight)
 
@@ -105,9 +109,10 @@ class SpikeAndSlab(TorchDistribution):
         return torch.logaddexp(slab, spike)
 
     def inclusion_probability(self, value):
-        """Posterior probability that ``value`` was drawn from the slab (Bayes' rule)."""
+        """Posterior probability that ``value`` was drawn from the slab (Bayes' rule); NaN
+        where ``value`` is NaN (never a made-up 0.5, which would count as active)."""
         slab, spike = self._component_log_probs(value)
-        return torch.sigmoid(slab - spike).nan_to_num(nan=0.5)
+        return torch.sigmoid(slab - spike)
 
     def sample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
@@ -129,3 +134,14 @@ class SpikeAndSlab(TorchDistribution):
     def variance(self):
         w = self.slab_weight
         return w * self.slab_scale**2 + (1 - w) * self.spike_scale**2
+
+    def secant_curvature(self, value):
+        """``-d/dz log p(z) / z``: each component's precision weighted by its
+        responsibility, in closed form (finite for any spike)."""
+        r = self.inclusion_probability(value)
+        kappa = r * self.slab_scale.pow(-2) + (1 - r) * self.spike_scale.pow(-2)
+        return kappa.nan_to_num(nan=0.0, posinf=torch.finfo(kappa.dtype).max)
+
+    def component_scales(self):
+        """``(spike scale, slab scale)`` broadcast to the batch shape."""
+        return self.spike_scale, self.slab_scale

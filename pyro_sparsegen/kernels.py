@@ -181,6 +181,16 @@ class _Site(NamedTuple):
     size: int  # numel per chain
 
 
+def _cuda_devices(model, args, kwargs):
+    """Indices of the CUDA devices the model's arguments, parameters or default device use."""
+    tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+    if isinstance(model, torch.nn.Module):
+        tensors += list(model.parameters())
+    devices = {t.device for t in tensors} | {torch.get_default_device()}
+    return sorted({torch.cuda.current_device() if d.index is None else d.index
+                   for d in devices if d.type == "cuda"})
+
+
 class _ModelTarget:
     """The log density of a Pyro model's latent sites, per element of its chain plate.
 
@@ -189,7 +199,10 @@ class _ModelTarget:
     """
 
     def __init__(self, model, args, kwargs, chain_plate):
-        trace = poutine.trace(model).get_trace(*args, **kwargs)
+        # The build-time trace only reads shapes: it draws on a forked RNG so that building
+        # (or rebuilding) the target never moves the global streams, e.g. on resume.
+        with torch.random.fork_rng(devices=_cuda_devices(model, args, kwargs)):
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
         latent, observed = [], []
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
