@@ -110,11 +110,27 @@ def _noise_streams(rank, out):
 
 @contextlib.contextmanager
 def _fault(kind, here, iteration):
-    """Make this rank (``here``) fail at ``iteration``: a non-finite loss or a divergence."""
+    """Make this rank (``here``) fail at ``iteration``: a non-finite loss, a divergence, or a
+    non-finite held-out MSE when the epoch ending there is evaluated."""
     from pyro_sparsegen import training
 
     if not here:
         yield
+        return
+    if kind == "evaluation":
+        original = training.evaluate
+
+        def faulty(model, *args, **kwargs):
+            figures = original(model, *args, **kwargs)
+            if model.iteration == iteration:
+                figures["test_mse"] = float("nan")
+            return figures
+
+        training.evaluate = faulty
+        try:
+            yield
+        finally:
+            training.evaluate = original
         return
     if kind == "loss":
         original = training.joint_terms
@@ -149,17 +165,18 @@ def _fault(kind, here, iteration):
 
 
 def _faults(rank, out):
-    """Resume a 1-epoch run; a fault on one rank at iteration 3 (mid-epoch 2)."""
+    """Resume a 1-epoch run; a fault on one rank at iteration 3 (mid-epoch 2), or in the
+    evaluation after epoch 2 (iteration 4)."""
     from test_training import run, tiny_config
 
     config = tiny_config(optim__batch_size=BATCH)
     run(config, out, figures=False, stop_after=1)
     before = digest(os.path.join(out, "checkpoint.h5"))
     outcomes = {}
-    for kind, bad_rank in (("loss", 1), ("divergence", 0)):
+    for kind, bad_rank, iteration in FAULTS:
         start = time.monotonic()
         try:
-            with _fault(kind, rank == bad_rank, iteration=3):
+            with _fault(kind, rank == bad_rank, iteration):
                 run(config, out, figures=False, resume=True)
             outcome = ("finished", "")
         except Exception as e:  # noqa: BLE001 - reported to the parent
@@ -169,6 +186,7 @@ def _faults(rank, out):
             "unchanged": before == digest(os.path.join(out, "checkpoint.h5"))}
 
 
+FAULTS = [("loss", 1, 3), ("divergence", 0, 3), ("evaluation", 1, 4)]
 SCENARIOS = {"equivalence": _equivalence, "equivalence_sgd": _equivalence_sgd,
              "noise_streams": _noise_streams, "faults": _faults}  # faults last
 
@@ -272,15 +290,17 @@ def test_resume_with_another_world_size_is_refused(ddp, tmp_path):
                resume=True)
 
 
-@pytest.mark.parametrize("kind, bad_rank", [("loss", 1), ("divergence", 0)])
-def test_a_fault_on_one_rank_stops_every_rank(ddp, kind, bad_rank):
+@pytest.mark.parametrize("kind, bad_rank, iteration", FAULTS)
+def test_a_fault_on_one_rank_stops_every_rank(ddp, kind, bad_rank, iteration):
     _, results = ddp
     outcomes = [r["outcomes"][kind] for r in results("faults")]
-    expected = {"loss": "non-finite training loss", "divergence": "diverged"}[kind]
+    expected = {"loss": f"non-finite training loss (nan) at iteration {iteration}",
+                "divergence": f"diverged in 40 of 40 chain-steps at iteration {iteration}",
+                "evaluation": "evaluation gave a non-finite test_mse after epoch 2"}[kind]
     for rank, (error, message, seconds) in enumerate(outcomes):
         assert error == "TrainingError", (rank, error, message)
         assert message.startswith(f"rank {bad_rank}: ") and expected in message, message
-        assert "at iteration 3" in message and "\n" not in message
+        assert "\n" not in message
         assert seconds < 20, (rank, seconds)
     assert all(r["unchanged"] for r in results("faults"))  # the checkpoint is untouched
 
