@@ -131,6 +131,8 @@ def test_run_all_writes_report_and_results(tiny_run, results):
     assert {"sparse", "sparse_w0.1"} == set(meta["sweep"])
     assert {"dense_d2", "dense_matched", "dense_abp"} <= set(meta["frontier"])
     assert len(meta["targets"]) == 8
+    fid = meta["fid_reference"]  # two halves of the test images: the estimate's noise level
+    assert fid["two halves of the test images"] < 0.2 * fid["uniform noise images"]
     report = (tiny_run / "report.md").read_text()
     assert_filled(report)
     for script in SCRIPTS:

@@ -194,6 +194,13 @@ def test_linear_probe_on_codes_that_hold_the_label():
     noise = ev.linear_probe(g.standard_normal((300, 3)), train_y, test_z, test_y,
                             label_counts=(None,))
     assert noise["all"].mean < 0.6
+    # with 30 labels: the class-spread subset of 30 training codes, nothing else
+    hard, hard_test = (np.eye(3)[y] + 0.8 * g.standard_normal((300, 3)) for y in (train_y,) * 2)
+    few = ev.linear_probe(hard, train_y, hard_test, train_y, label_counts=(30, None))
+    rows = ev.spread_subset(train_y, 30, seed=0)
+    by_hand = ev.fit_logistic(hard[rows], train_y[rows]).predict(hard_test) == train_y
+    assert np.array_equal(few["30"].correct[0], by_hand)
+    assert not np.array_equal(few["30"].correct, few["all"].correct)
 
 
 # -- paired comparison ------------------------------------------------------------------------
