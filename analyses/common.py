@@ -377,11 +377,9 @@ class Workspace:
 
     # -- settings derived from the mode --
     def spread(self, data, n):
-        """A class-spread, seeded subset of ``n`` positions of ``data`` (all without labels:
-        a seeded permutation)."""
-        if data.labels is not None:
-            return ev.spread_subset(data.labels, n, seed=self.settings.seed)
-        return np.sort(np.random.default_rng(self.settings.seed).permutation(len(data))[:n])
+        """A class-spread, seeded subset of ``n`` positions of ``data``
+        (:meth:`pyro_sparsegen.ImageData.spread_rows`)."""
+        return data.spread_rows(n, seed=self.settings.seed)
 
     @property
     def repeats(self):
@@ -594,19 +592,38 @@ class Workspace:
             return np.arange(min(count, len(self.test)))
         return np.sort(np.unique(self.test.labels, return_index=True)[1])[:count]
 
-    def denoise(self, key, seed=0, *, clip=False, clean=False):
+    def censored_model(self, key, seed=0):
+        """ABP model ``key`` with a censored Gaussian likelihood on [0, 1] (the labelled
+        variant of the clipped protocol) and its encoder: a :class:`Loaded`."""
+        def build():
+            m = self.model(key, seed)
+            model = ev.censored(m.model)
+            return dataclasses.replace(m, model=model,
+                                       encoder=psg.make_encoder(model, m.config))
+        return self.cached(("censored model", key, seed), build)
+
+    def denoise(self, key, seed=0, *, clip=False, clean=False, censored=False):
         """:func:`pyro_sparsegen.evaluation.denoise` of the test images by model ``key``
         (``None``: the noisy images themselves, the floor) at every noise level, or at
-        sigma 0 once with ``clean``: ``{sigma: DenoiseRun}``."""
-        m = None if key is None else self.model(key, seed)
+        sigma 0 once with ``clean``: ``{sigma: DenoiseRun}``. ``censored``: clipped noise,
+        inferred under the censored likelihood (ABP models)."""
+        if censored:
+            m, clip = self.censored_model(key, seed), True
+        else:
+            m = None if key is None else self.model(key, seed)
         labelled = self.train.labels is not None and self.test.labels is not None
         classifier = self.pixel_classifier() if labelled else None
-        return self.cached(("denoise", key, seed, clip, clean), lambda: ev.denoise(
+        return self.cached(("denoise", key, seed, clip, clean, censored), lambda: ev.denoise(
             None if m is None else m.model, None if m is None else m.encoder, self.test,
             classifier=classifier, sigmas=(0.0,) if clean else NOISE_LEVELS,
             repeats=1 if clean else self.repeats, clip=clip, seed=self.settings.seed,
             batch_size=EVAL_BATCH, device=self.device, quality=not (clean or clip),
             example_rows=self.example_rows()), "denoise")
+
+    @property
+    def abp_keys(self):
+        """The main models inferred by short-run Langevin (the censored variant applies)."""
+        return tuple(k for k in MODEL_KEYS if k not in BASELINE_KINDS)
 
     def feature_extractor(self):
         """The FID's feature classifier, trained on the training images."""
@@ -636,11 +653,12 @@ class Workspace:
         mean, sd = ev.mean_sd(values)
         return mean, (sd if len(values) > 1 else None), values
 
-    def accuracy(self, key, sigma, *, clip=False, clean=False):
+    def accuracy(self, key, sigma, **variant):
         """The :class:`~pyro_sparsegen.evaluation.Accuracy` of ``key`` at ``sigma``, the runs
-        of every seed stacked (``None`` for the floor's single run)."""
+        of every seed stacked (one run set for the floor, ``key=None``); ``variant``: the
+        keywords of :meth:`denoise`."""
         seeds = [0] if key is None else self.seeds_of(key)
-        return ev.Accuracy.stack([self.denoise(key, s, clip=clip, clean=clean)[sigma].accuracy
+        return ev.Accuracy.stack([self.denoise(key, s, **variant)[sigma].accuracy
                                   for s in seeds])
 
     # -- output --

@@ -123,6 +123,10 @@ def test_run_all_writes_report_and_results(tiny_run, results):
             assert set(results[key]["probe_comparison"]) == {"100", "all"}
     for field in ("denoise_accuracy", "denoise_accuracy_clipped"):
         assert_finite(results["noisy_input"][field], f"noisy_input.{field}")
+    for key in ("sparse", "dense_abp", "dense_matched"):  # the labelled, censored variant
+        assert_finite(results[key]["denoise_accuracy_clipped_censored"], key)
+    assert results["noisy_input"]["denoise_accuracy_clipped_censored"] == \
+        results["noisy_input"]["denoise_accuracy_clipped"]
     meta = results["meta"]
     assert meta["settings"]["mode"] == "tiny" and meta["settings"]["seeds"] == [0, 1]
     assert meta["baselines"]["vsc"]["options"]["alpha"] == 0.01
