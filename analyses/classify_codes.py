@@ -1,6 +1,7 @@
-"""A linear probe on the codes: logistic regression on standardised codes of the training
-images, with 100, 1,000 and all training labels (stratified subsets, fixed seed), scored on
-the codes of the test images.
+"""A linear probe on the codes (:func:`pyro_sparsegen.evaluation.linear_probe`): logistic
+regression on standardised codes of the training images, with 100, 1,000 and all training
+labels (class-spread subsets, fixed seed), scored on the codes of the test images; each
+accuracy with its paired comparison against the sparse model on the same test images.
 
     python analyses/classify_codes.py --data mnist5k --out runs/analysis --quick
 
@@ -12,42 +13,56 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+from common import ev  # noqa: E402
 
 NAME = "classify_codes"
 TITLE = "Linear probe on the codes"
 
 
-def probe(ws, key, counts):
-    """Test accuracy of the probe for each label count (``"all"`` or a number as text)."""
-    train, test = ws.codes(key, "train"), ws.codes(key, "test")
-    out = {}
-    for count in counts:
-        n = len(train["z"]) if count == "all" else int(count)
-        rows = common.stratified_subset(train["labels"], n, ws.settings.seed)
-        classifier = common.fit_logistic(train["z"][rows], train["labels"][rows],
-                                         seed=ws.settings.seed)
-        out[count] = float((classifier.predict(test["z"]) == test["labels"]).mean())
-    return out
+def probe(ws, key, seed):
+    """``{count: Accuracy}`` of the probe on the codes of model ``key``, seed ``seed``."""
+    train, test = ws.codes(key, seed, "train"), ws.codes(key, seed, "test")
+    counts = [None if c == "all" else int(c) for c in ws.probe_label_counts()]
+    return ws.cached(("probe", key, seed), lambda: ev.linear_probe(
+        train["z"], train["labels"], test["z"], test["labels"], label_counts=counts,
+        seed=ws.settings.seed), "probes")
+
+
+def stacked(ws, key, count):
+    return ev.Accuracy.stack([probe(ws, key, s)[count] for s in ws.seeds_of(key)])
 
 
 def run(ws):
     ws.needs_labels("the linear probe")
     counts = ws.probe_label_counts()
-    header = ["model", "d"] + [f"{c} labels" if c != "all" else f"all ({len(ws.train)}) labels"
-                               for c in counts]
+    names = [f"{c} labels" if c != "all" else f"all ({len(ws.train)}) labels" for c in counts]
+    header = ["model", "d"] + names + [f"sparse − model, {n}" for n in names]
     rows, results = [], {}
     for key in common.MODEL_KEYS:
-        accuracy = probe(ws, key, counts)
+        accuracy, sd, comparison = {}, {}, {}
+        for c in counts:
+            per_seed = [probe(ws, key, s)[c].mean for s in ws.seeds_of(key)]
+            accuracy[c], sd[c] = ev.mean_sd(per_seed)
+            if len(per_seed) < 2:
+                sd[c] = None
+            if key != "sparse":
+                comparison[c] = ev.paired_comparison(stacked(ws, "sparse", c),
+                                                     stacked(ws, key, c)).to_dict()
         rows.append([common.label(key), str(ws.model(key).config.network.latent_dim)] +
-                    [f"{100 * accuracy[c]:.1f}" for c in counts])
-        results[key] = {"probe_accuracy": accuracy}
-    skipped = [str(n) for n in common.PROBE_LABELS if str(n) not in counts]
+                    [common.fmt_mean_sd(accuracy[c], sd[c], 100) for c in counts] +
+                    [common.fmt_comparison(comparison.get(c)) for c in counts])
+        results[key] = {"probe_accuracy": accuracy, "probe_accuracy_sd": sd,
+                        "probe_comparison": comparison or None}
+    seeds = len(ws.seeds)
     note = (f"Test accuracy (%) on the {len(ws.test)} test images of a logistic regression on "
-            "standardised codes, trained on a stratified subset (seed "
-            f"{ws.settings.seed}) of the {len(ws.train)} training images' codes.")
+            "standardised codes, trained on a class-spread subset (seed "
+            f"{ws.settings.seed}) of the {len(ws.train)} training images' codes"
+            + (f"; mean ± sd over {seeds} training seeds" if seeds > 1 else "") +
+            ". 'sparse − model': the paired difference on the same test images (points ± "
+            "standard error, verdict for the sparse model).")
+    skipped = [ev.count_name(n) for n in common.PROBE_LABELS
+               if ev.count_name(n) not in counts]
     if skipped:
         note += f" Label counts {', '.join(skipped)} exceed the training set and are left out."
     path = _figure(ws, results, counts)

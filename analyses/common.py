@@ -1,22 +1,26 @@
-"""Shared plumbing of the scripts in ``analyses/``: arguments, data, the five models (trained
-once into ``OUT/models/<key>/`` and reused by every script), codes, denoising runs, tables.
+"""Plumbing of the scripts in ``analyses/``: arguments, which models to train (once, into
+``OUT/models/<key>/``, reused by every script), cached evaluations and the report's layout.
+The protocols themselves are :mod:`pyro_sparsegen.evaluation`.
 
 Every script has ``run(ws) -> Section`` (compute, write its figures, return its Markdown and
-numbers) and ``main(argv=None)`` (parse the arguments, build a :class:`Workspace`, call
-``run``, write ``OUT/<script>.md``). ``run_all.py`` builds one workspace and calls every
+numbers) and ``main(argv=None)``; ``run_all.py`` builds one :class:`Workspace` and calls every
 ``run`` on it, so models, codes and denoised reconstructions are computed once.
 
 Model keys:
 
 - ``sparse``: the package's default :class:`~pyro_sparsegen.TrainConfig` (annealed
   spike-and-slab prior), trained by :func:`pyro_sparsegen.train`;
-- ``sparse_w<W>``: the same with ``prior.final_slab_weight = W`` (reconstruction sweep);
-- ``dense_abp``: classic ABP (constant N(0, 1) prior), same latent size;
-- ``dense_matched``: classic ABP with latent size = the sparse model's mean number of active
-  coordinates on the test set (``|z| > threshold``), at least 1;
-- ``beta_vae``, ``vsc``: :func:`pyro_sparsegen.baselines.train_baseline`.
+- ``sparse_w<W>``: the same with ``prior.final_slab_weight = W`` (the sparsity sweep);
+- ``dense_abp``: classic ABP (N(0, 1) prior) at the sparse model's settings and latent size;
+- ``dense_matched``: the same with latent size = the sparse model's mean number of active
+  coordinates on its *training* codes (``|z| > 0.2``), at least 1;
+- ``dense_d<D>``: dense ABP with latent size D (the sparsity frontier);
+- ``beta_vae``, ``vsc``: :func:`pyro_sparsegen.baselines.train_baseline` with the baselines'
+  own recommended training (:func:`pyro_sparsegen.baselines.recommended`).
 
-Only the public API of ``pyro_sparsegen`` is used.
+Seeds: the full mode trains the five main models with 3 seeds (``OUT/models/<key>`` for the
+first, ``<key>_seed<k>`` for the others) and reports mean ± sd; ``--quick`` uses one seed.
+The sweep and frontier models have one seed in every mode.
 """
 
 import argparse
@@ -36,24 +40,33 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pyro_sparsegen as psg  # noqa: E402
+from pyro_sparsegen import baselines  # noqa: E402
+from pyro_sparsegen import evaluation as ev  # noqa: E402
+from pyro_sparsegen.training import resolve_device  # noqa: E402
 
 MODEL_KEYS = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
 BASELINE_KINDS = ("beta_vae", "vsc")
-# The baselines' settings: VSC's prior sparsity as in Tonolini et al.; the beta-VAE's beta is
-# --beta (default 1: larger values trade reconstruction for disentanglement, and the
-# comparison must not weaken a baseline).
-BASELINE_OPTIONS = {"beta_vae": {"beta": 1.0}, "vsc": {"alpha": 0.01}}
-NOISE_LEVELS = (0.3, 0.5, 0.7)
-SWEEP_WEIGHTS = (0.5, 0.1, 0.01, 0.001)
-QUICK_SWEEP_CANDIDATES = (0.01, 0.001, 0.1)  # quick: the default plus the first that differs
-PROBE_LABELS = (100, 1000)  # plus "all"
+NOISE_LEVELS = ev.NOISE_LEVELS
 REQUEST = "analysis_request.json"  # what a model folder was trained for (written when done)
+EVAL_BATCH = 500  # images per encoder call in evaluation (chains are per image: any size works)
 
-# --quick: few epochs, a stratified 500-image test subset. --tiny (hidden, for the tests):
-# a few hundred images, a small network, three short epochs.
-QUICK = {"epochs": 10, "test_images": 500}
-TINY = {"train_images": 200, "test_images": 100, "latent_dim": 6, "hidden": (32,),
-        "epochs": 3, "batch_size": 25, "lr": 0.01, "repeats": 2}
+# Mode settings. --quick: 10 epochs, one seed, every test image (1,000 of mnist5k); the
+# baselines train until their validation ELBO stops improving (10..60 epochs). About 12-14
+# minutes on an idle 2-core machine: 10 ABP models of ~45 s, 2 baselines of ~1 min, the
+# evaluation ~2 min. --tiny (hidden, for the tests): a few hundred digits, a small network.
+MODES = {
+    "full": {"epochs": None, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
+             "baseline_max_epochs": 200, "sweep": (0.2, 0.1, 0.05, 0.01),
+             "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10},
+    "quick": {"epochs": 10, "seeds": 1, "test_images": None, "repeats": ev.REPEATS,
+              "baseline_max_epochs": 60, "sweep": (0.1, 0.01),
+              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10},
+    "tiny": {"epochs": 3, "seeds": 2, "test_images": 100, "repeats": 2,
+             "baseline_max_epochs": 5, "sweep": (0.1,), "frontier": (2, 4, 6), "fid_epochs": 3,
+             "train_images": 200, "latent_dim": 6, "hidden": (32,), "batch_size": 25,
+             "noise_scale": 0.1},
+}
+PROBE_LABELS = ev.LABEL_COUNTS
 
 
 class AnalysisError(Exception):
@@ -63,9 +76,12 @@ class AnalysisError(Exception):
 def label(key):
     """Human-readable name of a model key."""
     names = {"sparse": "sparse (annealed spike-and-slab ABP)", "dense_abp": "dense ABP",
-             "dense_matched": "dense ABP, matched budget", "beta_vae": "β-VAE", "vsc": "VSC"}
-    if key.startswith("sparse_w"):
+             "dense_matched": "dense ABP, matched budget", "beta_vae": "β-VAE", "vsc": "VSC",
+             None: "noisy input, no model (floor)", "noisy_input": "noisy input (floor)"}
+    if key is not None and key.startswith("sparse_w"):
         return f"sparse, final w = {key[len('sparse_w'):]}"
+    if key is not None and key.startswith("dense_d"):
+        return f"dense ABP, d = {key[len('dense_d'):]}"
     return names.get(key, key)
 
 
@@ -89,13 +105,19 @@ class Settings:
     runs: str = None
     device: str = "auto"
     seed: int = 0
+    seeds: int = None
     threads: int = None
-    beta: float = BASELINE_OPTIONS["beta_vae"]["beta"]
+    beta: float = 1.0
     progress: bool = False
 
     @property
     def mode(self):
         return "tiny" if self.tiny else "quick" if self.quick else "full"
+
+    @property
+    def options(self):
+        """The mode's settings (:data:`MODES`)."""
+        return MODES[self.mode]
 
 
 def parser(prog, description):
@@ -105,16 +127,18 @@ def parser(prog, description):
                    help="data spec (mnist5k, digits, idx:DIR, npz:PATH, ...; default mnist5k)")
     p.add_argument("--out", required=True, help="output folder (models go to OUT/models/)")
     p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK['epochs']} epochs per model, {QUICK['test_images']} test images")
+                   help=f"{MODES['quick']['epochs']} epochs per model, one seed")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds of the main models (default 3; 1 with --quick)")
     p.add_argument("--runs", metavar="DIR",
                    help="reuse the finished models in DIR/models/<key>/ (or DIR/<key>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of subsets and noise (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="first training seed and the seed of subsets and noise (default 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and BLAS (default 1 on CPU: the small matrix "
                         "products gain little from more and lose much on shared cores)")
-    p.add_argument("--beta", type=float, default=BASELINE_OPTIONS["beta_vae"]["beta"],
-                   help="the β-VAE's β (default %(default)s)")
+    p.add_argument("--beta", type=float, default=1.0, help="the β-VAE's β (default 1)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -123,6 +147,8 @@ def parse_settings(prog, description, argv=None):
     args = parser(prog, description).parse_args(argv)
     if args.seed < 0:
         _fail_args(prog, "--seed must be non-negative")
+    if args.seeds is not None and args.seeds < 1:
+        _fail_args(prog, "--seeds must be positive")
     if args.threads is not None and args.threads < 1:
         _fail_args(prog, "--threads must be positive")
     if not (math.isfinite(args.beta) and args.beta >= 0):
@@ -130,8 +156,8 @@ def parse_settings(prog, description, argv=None):
     if args.runs is not None and not os.path.isdir(args.runs):
         _fail_args(prog, f"--runs {args.runs}: no such folder")
     return Settings(data=args.data, out=args.out, quick=args.quick, tiny=args.tiny,
-                    runs=args.runs, device=args.device, seed=args.seed, threads=args.threads,
-                    beta=args.beta, progress=sys.stderr.isatty())
+                    runs=args.runs, device=args.device, seed=args.seed, seeds=args.seeds,
+                    threads=args.threads, beta=args.beta, progress=sys.stderr.isatty())
 
 
 def _fail_args(prog, message):
@@ -139,14 +165,13 @@ def _fail_args(prog, message):
     raise SystemExit(2)
 
 
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+def device_of(name):
+    if not (name in ("auto", "cpu", "cuda") or name.startswith("cuda:")):
         raise AnalysisError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AnalysisError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except psg.ConfigError as e:
+        raise AnalysisError(f"--device {name}: {e}") from None
 
 
 @contextlib.contextmanager
@@ -203,7 +228,7 @@ USER_ERRORS = (AnalysisError, psg.DataError, psg.ConfigError, psg.CheckpointErro
 
 
 # ------------------------------------------------------------------------------------------
-# Results
+# Results and layout
 
 
 @dataclasses.dataclass
@@ -238,10 +263,20 @@ def fmt(value, digits=3):
     return f"{value:.{digits}f}"
 
 
-def fmt_mean_sd(values, scale=1.0, digits=1):
-    values = np.asarray(values, dtype=float) * scale
-    sd = values.std(ddof=1) if values.size > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}"
+def fmt_mean_sd(mean, sd, scale=1.0, digits=1):
+    """``mean ± sd`` (scaled), or ``mean`` alone when ``sd`` is ``None``."""
+    if mean is None:
+        return "—"
+    text = f"{mean * scale:.{digits}f}"
+    return text if sd is None else f"{text} ± {sd * scale:.{digits}f}"
+
+
+def fmt_comparison(comparison, scale=100.0, digits=1):
+    """``+1.2 ± 0.8 (wins)``: the sparse model's difference, its standard error, verdict."""
+    if comparison is None:
+        return "—"
+    difference, se = comparison["difference"] * scale, comparison["se"] * scale
+    return f"{difference:+.{digits}f} ± {se:.{digits}f} ({comparison['verdict']})"
 
 
 def md_table(header, rows):
@@ -253,12 +288,14 @@ def md_table(header, rows):
 
 
 def finite_or_none(value):
-    """JSON-safe number: NaN and inf become ``None``."""
+    """JSON-safe: NaN and inf become ``None``; numpy scalars and arrays become Python ones."""
     if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+        return {str(k): finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
         return [finite_or_none(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) or value is None:
         return value
     if isinstance(value, (int, np.integer)):
         return int(value)
@@ -276,11 +313,12 @@ def merge(into, results):
     return into
 
 
-# ------------------------------------------------------------------------------------------
-# Figures (matplotlib's object API: no pyplot state, nothing shown)
+def sigma_text(sigma):
+    return f"{sigma:g}"
 
 
 def figure(width, height):
+    """A matplotlib figure from the object API (no pyplot state, nothing shown)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -297,64 +335,63 @@ def save_figure(fig, path):
 
 
 # ------------------------------------------------------------------------------------------
-# Data
-
-
-def stratified_subset(labels, n, seed):
-    """Sorted positions of a stratified random subset of ``n`` of ``labels`` (all when
-    ``n >= len(labels)``)."""
-    total = len(labels)
-    if n >= total:
-        return np.arange(total)
-    from sklearn.model_selection import train_test_split
-
-    rows, _ = train_test_split(np.arange(total), train_size=n, random_state=seed,
-                               stratify=labels if labels is not None else None)
-    return np.sort(rows)
+# Models
 
 
 @dataclasses.dataclass
 class Loaded:
     key: str
+    seed: int  # the training seed
     model: object
     config: object
     encoder: object
     folder: str
     trained_seconds: float  # None when reused
+    extra: dict  # the checkpoint's extra (early stopping of a baseline)
 
 
 class Workspace:
-    """Data, models, codes and denoising runs of one analysis, each computed once.
+    """Data, models, codes and evaluations of one analysis, each computed once.
 
     :ivar train: training split (:class:`~pyro_sparsegen.ImageData`).
-    :ivar test: test split (a stratified subset with ``--quick``).
+    :ivar test: test split (a class-spread subset with ``--tiny``).
     """
 
     def __init__(self, settings):
         self.settings = settings
+        self.mode = settings.options
         self.out = os.path.abspath(settings.out)
-        self.device = resolve_device(settings.device)
+        self.device = device_of(settings.device)
         os.makedirs(self.out, exist_ok=True)
         if not os.access(self.out, os.W_OK):
             raise AnalysisError(f"{self.out}: output folder is not writable")
         train = psg.load_data(settings.data, "train")
         test = psg.load_data(settings.data, "test")
-        if settings.tiny:
-            train = train.subset(stratified_subset(train.labels, TINY["train_images"],
-                                                   settings.seed))
-        test_images = TINY["test_images"] if settings.tiny else \
-            QUICK["test_images"] if settings.quick else None
-        if test_images is not None:
-            test = test.subset(stratified_subset(test.labels, test_images, settings.seed))
+        if "train_images" in self.mode:
+            train = train.subset(self.spread(train, self.mode["train_images"]))
+        if self.mode["test_images"] is not None:
+            test = test.subset(self.spread(test, self.mode["test_images"]))
         self.train, self.test = train, test
-        self._models, self._codes, self._evaluations, self._denoise = {}, {}, {}, {}
-        self._pixel_classifier = None
+        self._cache = {}
         self.timings = {}
 
     # -- settings derived from the mode --
+    def spread(self, data, n):
+        """A class-spread, seeded subset of ``n`` positions of ``data``
+        (:meth:`pyro_sparsegen.ImageData.spread_rows`)."""
+        return data.spread_rows(n, seed=self.settings.seed)
+
     @property
     def repeats(self):
-        return TINY["repeats"] if self.settings.tiny else 5
+        return self.mode["repeats"]
+
+    @property
+    def seeds(self):
+        """Seed indices of the main models (0 .. n-1; training seed = --seed + index)."""
+        return list(range(self.settings.seeds or self.mode["seeds"]))
+
+    def seeds_of(self, key):
+        return self.seeds if key in MODEL_KEYS else [0]
 
     @property
     def threshold(self):
@@ -365,24 +402,25 @@ class Workspace:
             raise AnalysisError(f"{what} needs labelled data; {self.settings.data} has no labels")
 
     def probe_label_counts(self):
-        """Label counts for the linear probe: 100, 1,000 (those below the training set's size)
-        and ``"all"``."""
-        return [str(n) for n in PROBE_LABELS if n < len(self.train)] + ["all"]
+        """Label counts for the linear probe (as text): 100, 1,000 (those below the training
+        set's size) and ``"all"``."""
+        return [ev.count_name(n) for n in PROBE_LABELS if n is None or n < len(self.train)]
 
-    def base_config(self):
-        """The package's default config, shortened by ``--quick`` / ``--tiny``."""
+    def base_config(self, seed=0):
+        """The package's default config, shortened by the mode, with training seed
+        ``--seed + seed``."""
         config = psg.TrainConfig()
         config.data.spec = self.settings.data
         config.device = str(self.device)
-        config.seed = self.settings.seed
-        if self.settings.quick:
-            config.optim.epochs = QUICK["epochs"]
-        if self.settings.tiny:
-            config.network.latent_dim = TINY["latent_dim"]
-            config.network.hidden = TINY["hidden"]
-            config.optim.epochs = TINY["epochs"]
-            config.optim.batch_size = TINY["batch_size"]
-            config.optim.lr = TINY["lr"]
+        config.seed = self.settings.seed + seed
+        mode = self.mode
+        if mode["epochs"] is not None:
+            config.optim.epochs = mode["epochs"]
+        if "latent_dim" in mode:
+            config.network.latent_dim = mode["latent_dim"]
+            config.network.hidden = mode["hidden"]
+            config.optim.batch_size = mode["batch_size"]
+            config.network.noise_scale = mode["noise_scale"]
         return config.validate()
 
     def default_final_slab_weight(self):
@@ -392,166 +430,161 @@ class Workspace:
         schedule = config.build_schedule(per_epoch)
         return float(schedule(per_epoch * config.optim.epochs).slab_weight)
 
-    def sweep_weights(self):
-        """Final slab weights of the reconstruction sweep, each with its model key."""
+    def sweep(self):
+        """``[(final slab weight, key)]`` of the sparsity sweep, the default model included,
+        largest weight first."""
         default = self.default_final_slab_weight()
         same = (lambda w: math.isclose(w, default, rel_tol=1e-9, abs_tol=1e-12))
-        if self.settings.quick or self.settings.tiny:
-            other = next(w for w in QUICK_SWEEP_CANDIDATES if not same(w))
-            weights = sorted({default, other}, reverse=True)
-        else:
-            weights = list(SWEEP_WEIGHTS) + ([] if any(map(same, SWEEP_WEIGHTS)) else [default])
-            weights = sorted(weights, reverse=True)
+        weights = sorted({default, *(w for w in self.mode["sweep"] if not same(w))},
+                         reverse=True)
         return [(w, "sparse" if same(w) else f"sparse_w{w:g}") for w in weights]
 
-    def baseline_options(self, key):
-        """The options :func:`~pyro_sparsegen.baselines.train_baseline` gets for ``key``."""
-        options = dict(BASELINE_OPTIONS.get(key, {}))
+    def frontier(self):
+        """``[(latent size, key)]`` of the dense models on the sparsity frontier: the mode's
+        sizes, the main dense model's and the matched one's (sharing their runs)."""
+        own = self.base_config().network.latent_dim
+        matched = self.matched_latent_dim()
+        sizes = sorted(set(self.mode["frontier"]) | {own, matched})
+        return [(d, "dense_abp" if d == own else "dense_matched" if d == matched
+                 else f"dense_d{d}") for d in sizes]
+
+    def baseline_request(self, key, seed=0):
+        """``(config, early stopping, options)`` of baseline ``key``:
+        :func:`pyro_sparsegen.baselines.recommended` with the mode's epoch cap."""
+        config, stopping, options = baselines.recommended(
+            key, self.base_config(seed), max_epochs=self.mode["baseline_max_epochs"])
         if key == "beta_vae":
             options["beta"] = self.settings.beta
-        return options
+        if "hidden" in self.mode:
+            options["encoder_hidden"] = tuple(self.mode["hidden"])
+        return config, stopping, options
 
     # -- models --
-    def model(self, key):
-        """The trained model ``key`` (trained now unless a finished one exists)."""
-        if key not in self._models:
-            self._models[key] = self._load_or_train(key)
-        return self._models[key]
+    def model(self, key, seed=0):
+        """The trained model ``key`` of seed index ``seed`` (trained now unless a finished
+        one exists)."""
+        cache = ("model", key, seed)
+        if cache not in self._cache:
+            self._cache[cache] = self._load_or_train(key, seed)
+        return self._cache[cache]
 
     def loaded_models(self):
-        """The models loaded (or trained) so far: ``{key: Loaded}``, in order."""
-        return dict(self._models)
+        """The models loaded (or trained) so far: ``{(key, seed): Loaded}``, in order."""
+        return {k[1:]: v for k, v in self._cache.items() if k[0] == "model"}
 
     def matched_latent_dim(self):
-        """round(mean number of active coordinates of the sparse model's test codes), >= 1."""
-        ev = self.evaluation("sparse")
-        d = self.model("sparse").config.network.latent_dim
-        return max(1, int(round((1.0 - ev["inactive_fraction_threshold"]) * d)))
+        """round(mean number of active coordinates of the sparse model's *training* codes),
+        at least 1 (the first seed's model)."""
+        cache = ("matched",)
+        if cache not in self._cache:
+            active = ev.sparsity_summary(self.codes("sparse", 0, "train"))["mean_active"]
+            self._cache[cache] = max(1, int(round(active)))
+        return self._cache[cache]
 
-    def _request(self, key):
-        """``(kind, config, options)``: how model ``key`` is trained."""
-        config = self.base_config()
+    def _request(self, key, seed):
+        """``(kind, config, options, early stopping)``: how model ``key`` is trained."""
+        config = self.base_config(seed)
         if key == "sparse":
-            return "abp", config, {}
+            return "abp", config, {}, None
         if key.startswith("sparse_w"):
             config.prior.final_slab_weight = float(key[len("sparse_w"):])
-            return "abp", config.validate(), {}
-        if key in ("dense_abp", "dense_matched") or key in BASELINE_KINDS:
-            baselines = _baselines()
-            if key == "dense_abp":
-                return "abp", baselines.dense_config(config), {}
-            if key == "dense_matched":
-                return "abp", baselines.dense_config(config, self.matched_latent_dim()), {}
-            return key, config, self.baseline_options(key)
+            return "abp", config.validate(), {}, None
+        if key == "dense_abp":
+            return "abp", baselines.dense_config(config), {}, None
+        if key == "dense_matched":
+            return "abp", baselines.dense_config(config, self.matched_latent_dim()), {}, None
+        if key.startswith("dense_d"):
+            return "abp", baselines.dense_config(config, int(key[len("dense_d"):])), {}, None
+        if key in BASELINE_KINDS:
+            config, stopping, options = self.baseline_request(key, seed)
+            return key, config, options, stopping
         raise AnalysisError(f"unknown model key {key!r}")
 
-    def _reusable(self, key):
-        """A finished run of ``key`` from ``--runs``, if any."""
+    def folder_name(self, key, seed):
+        return key if seed == 0 else f"{key}_seed{seed}"
+
+    def _reusable(self, name):
+        """A finished run ``name`` from ``--runs``, if any."""
         if self.settings.runs is None:
             return None
-        for folder in (os.path.join(self.settings.runs, "models", key),
-                       os.path.join(self.settings.runs, key)):
+        for folder in (os.path.join(self.settings.runs, "models", name),
+                       os.path.join(self.settings.runs, name)):
             if _finished(folder):
                 return folder
         return None
 
-    def _load_or_train(self, key):
-        folder = self._reusable(key)
+    def _load_or_train(self, key, seed):
+        name = self.folder_name(key, seed)
+        folder = self._reusable(name)
         seconds = None
         if folder is None:
-            kind, config, options = self._request(key)
-            folder = os.path.join(self.out, "models", key)
+            kind, config, options, stopping = self._request(key, seed)
+            folder = os.path.join(self.out, "models", name)
             settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+            options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
             request = {"key": key, "kind": kind, "config": settings, "options": options,
+                       "early_stopping": None if stopping is None else stopping.to_dict(),
                        "train_images": len(self.train), "test_images": len(self.test),
                        "mode": self.settings.mode}
             if not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request):
-                seconds = self._train(key, kind, config, options, folder)
+                seconds = self._train(name, kind, config, options, stopping, folder)
                 self.write_json(os.path.join(folder, REQUEST), request)
-        if key in BASELINE_KINDS:
-            _baselines()  # the checkpoint names a class of that module
-        model, config, _ = psg.load_run(folder, device=self.device)
+        model, config, state = psg.load_run(folder, device=self.device)
         if tuple(model.image_shape) != tuple(self.train.image_shape):
             raise AnalysisError(f"{folder}: trained on images {tuple(model.image_shape)}, the "
                                 f"data has {tuple(self.train.image_shape)}")
         model.eval()
-        encoder = psg.make_encoder(model, config)
-        return Loaded(key, model, config, encoder, folder, seconds)
+        return Loaded(key, config.seed, model, config, psg.make_encoder(model, config), folder,
+                      seconds, dict(state.extra))
 
-    def _train(self, key, kind, config, options, folder):
-        figures = not self.settings.tiny
-        self.log(f"training {key} ({label(key)}, d = {config.network.latent_dim}, "
-                 f"{config.optim.epochs} epochs) into {folder}")
+    def _train(self, name, kind, config, options, stopping, folder):
+        self.log(f"training {name} ({label(name.split('_seed')[0])}, "
+                 f"d = {config.network.latent_dim}, {config.optim.epochs} epochs"
+                 f"{'' if stopping is None else f' or more, up to {stopping.max_epochs}'}, "
+                 f"seed {config.seed}) into {folder}")
         tick = time.perf_counter()
         shared = {"train_data": self.train, "test_data": self.test,
-                  "progress": self.settings.progress, "figures": figures}
+                  "progress": self.settings.progress, "figures": not self.settings.tiny}
         if kind == "abp":
             result = psg.train(config, folder, **shared)
         else:
-            result = _baselines().train_baseline(kind, config, folder, **shared, **options)
+            result = baselines.train_baseline(kind, config, folder, early_stopping=stopping,
+                                              **shared, **options)
         if result.interrupted:
             raise KeyboardInterrupt
         seconds = time.perf_counter() - tick
-        self.timings[f"train {key}"] = seconds
-        self.log(f"trained {key} in {seconds:.0f} s")
+        self.timings[f"train {name}"] = seconds
+        self.log(f"trained {name} in {seconds:.0f} s")
         return seconds
 
-    # -- codes and reconstructions --
-    def evaluation(self, key):
-        """:func:`pyro_sparsegen.evaluate` on the test split (cached)."""
-        if key not in self._evaluations:
-            m = self.model(key)
-            torch.manual_seed(self.settings.seed)
-            self._evaluations[key] = psg.evaluate(
-                m.model, self.test, m.encoder, threshold=self.threshold,
-                batch_size=m.config.optim.batch_size, device=self.device)
-        return self._evaluations[key]
-
-    def codes(self, key, split):
-        """:func:`pyro_sparsegen.encode_dataset` of ``split`` ("train" / "test"), cached."""
-        if (key, split) not in self._codes:
-            m = self.model(key)
-            data = self.train if split == "train" else self.test
-            torch.manual_seed(self.settings.seed)
+    # -- cached evaluations (pyro_sparsegen.evaluation) --
+    def cached(self, cache, compute, timing=None):
+        """``compute()`` once per ``cache`` key; its seconds added to ``timings[timing]``."""
+        if cache not in self._cache:
             tick = time.perf_counter()
-            self._codes[key, split] = psg.encode_dataset(
-                m.model, data, m.encoder, threshold=self.threshold,
-                batch_size=m.config.optim.batch_size, device=self.device)
-            self.timings[f"encode {key} {split}"] = time.perf_counter() - tick
-        return self._codes[key, split]
+            self._cache[cache] = compute()
+            if timing:
+                self.timings[timing] = self.timings.get(timing, 0.0) + \
+                    time.perf_counter() - tick
+        return self._cache[cache]
 
-    def noisy_test_images(self, sigma, repeat):
-        """Clean and noisy test images ``[N, C, H, W]`` (numpy float32), the noise seeded by
-        (seed, repeat, sigma) so that every model sees the same noisy images."""
-        clean = self.test.images().numpy()
-        if sigma == 0:
-            return clean, clean
-        rng = np.random.default_rng([self.settings.seed, repeat, int(round(sigma * 1000))])
-        noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32),
-                        0.0, 1.0).astype(np.float32)
-        return clean, noisy
+    def codes(self, key, seed, split):
+        """:func:`pyro_sparsegen.evaluation.encode_codes` of ``split`` ("train" / "test")."""
+        m = self.model(key, seed)
+        return self.cached(("codes", key, seed, split), lambda: ev.encode_codes(
+            m.model, m.encoder, self.train if split == "train" else self.test,
+            threshold=self.threshold, batch_size=EVAL_BATCH, device=self.device,
+            seed=self.settings.seed), "encode")
 
-    def reconstruct(self, key, images):
-        """``network(encoder(images))`` in batches: numpy ``[N, C, H, W]``."""
-        m = self.model(key)
-        out = []
-        batch = m.config.optim.batch_size
-        for start in range(0, images.shape[0], batch):
-            x = torch.from_numpy(images[start:start + batch]).to(self.device)
-            z = m.encoder(x)
-            with torch.no_grad():
-                out.append(m.model.network(z).detach().cpu().numpy())
-        return np.concatenate(out).reshape(images.shape)
+    def summary(self, key, seed):
+        """Reconstruction against sparsity on the test codes."""
+        return ev.sparsity_summary(self.codes(key, seed, "test"))
 
     def pixel_classifier(self):
-        """A linear classifier (logistic regression) on clean training pixels (cached)."""
-        if self._pixel_classifier is None:
-            self.needs_labels("denoise-then-classify")
-            tick = time.perf_counter()
-            x = self.train.images().numpy().reshape(len(self.train), -1)
-            self._pixel_classifier = fit_logistic(x, self.train.labels, scale=False)
-            self.timings["fit pixel classifier"] = time.perf_counter() - tick
-        return self._pixel_classifier
+        """The logistic regression on clean training pixels of denoise-then-classify."""
+        self.needs_labels("denoise-then-classify")
+        return self.cached(("pixel classifier",), lambda: ev.fit_pixel_classifier(
+            self.train, seed=self.settings.seed), "fit pixel classifier")
 
     def example_rows(self, count=10):
         """Test positions shown in figures: the first image of each class (or the first)."""
@@ -559,28 +592,74 @@ class Workspace:
             return np.arange(min(count, len(self.test)))
         return np.sort(np.unique(self.test.labels, return_index=True)[1])[:count]
 
-    def denoise(self, key, sigma, repeat):
-        """Denoising of the test images at noise ``sigma`` (repeat ``repeat``) by model ``key``
-        (``None``: the noisy images themselves). Cached dict: ``accuracy`` of the pixel
-        classifier (``None`` without labels), mean ``psnr`` and ``ssim`` against the clean
-        images, and ``examples`` (clean, noisy, output) of :meth:`example_rows`."""
-        cache = (key, float(sigma), repeat)
-        if cache not in self._denoise:
-            clean, noisy = self.noisy_test_images(sigma, repeat)
-            torch.manual_seed(self.settings.seed + repeat)
-            tick = time.perf_counter()
-            output = noisy if key is None else np.clip(self.reconstruct(key, noisy), 0, 1)
-            self.timings["denoise"] = self.timings.get("denoise", 0.0) + \
-                time.perf_counter() - tick
-            accuracy = None
-            if self.test.labels is not None and self.train.labels is not None:
-                predicted = self.pixel_classifier().predict(output.reshape(len(output), -1))
-                accuracy = float((predicted == self.test.labels).mean())
-            psnr, ssim = image_quality(clean, output)
-            shown = self.example_rows()
-            self._denoise[cache] = {"accuracy": accuracy, "psnr": psnr, "ssim": ssim,
-                                    "examples": (clean[shown], noisy[shown], output[shown])}
-        return self._denoise[cache]
+    def censored_model(self, key, seed=0):
+        """ABP model ``key`` with a censored Gaussian likelihood on [0, 1] (the labelled
+        variant of the clipped protocol) and its encoder: a :class:`Loaded`."""
+        def build():
+            m = self.model(key, seed)
+            model = ev.censored(m.model)
+            return dataclasses.replace(m, model=model,
+                                       encoder=psg.make_encoder(model, m.config))
+        return self.cached(("censored model", key, seed), build)
+
+    def denoise(self, key, seed=0, *, clip=False, clean=False, censored=False):
+        """:func:`pyro_sparsegen.evaluation.denoise` of the test images by model ``key``
+        (``None``: the noisy images themselves, the floor) at every noise level, or at
+        sigma 0 once with ``clean``: ``{sigma: DenoiseRun}``. ``censored``: clipped noise,
+        inferred under the censored likelihood (ABP models)."""
+        if censored:
+            m, clip = self.censored_model(key, seed), True
+        else:
+            m = None if key is None else self.model(key, seed)
+        labelled = self.train.labels is not None and self.test.labels is not None
+        classifier = self.pixel_classifier() if labelled else None
+        return self.cached(("denoise", key, seed, clip, clean, censored), lambda: ev.denoise(
+            None if m is None else m.model, None if m is None else m.encoder, self.test,
+            classifier=classifier, sigmas=(0.0,) if clean else NOISE_LEVELS,
+            repeats=1 if clean else self.repeats, clip=clip, seed=self.settings.seed,
+            batch_size=EVAL_BATCH, device=self.device, quality=not (clean or clip),
+            example_rows=self.example_rows()), "denoise")
+
+    @property
+    def abp_keys(self):
+        """The main models inferred by short-run Langevin (the censored variant applies)."""
+        return tuple(k for k in MODEL_KEYS if k not in BASELINE_KINDS)
+
+    def feature_extractor(self):
+        """The FID's feature classifier, trained on the training images."""
+        self.needs_labels("the FID's feature classifier")
+        return self.cached(("features",), lambda: ev.fit_feature_classifier(
+            self.train, epochs=self.mode["fid_epochs"], seed=self.settings.seed,
+            device=self.device), "fit FID features")
+
+    def sample_fid(self, key, seed=0):
+        """FID of ``len(test)`` prior samples of model ``key`` against the test images; ABP
+        models trained with sparsified codes decode sparsified samples."""
+        m = self.model(key, seed)
+        extractor = self.feature_extractor()
+        return self.cached(("fid", key, seed), lambda: ev.sample_fid(
+            m.model, extractor, self.test.images().numpy(), seed=self.settings.seed,
+            sparsify=self.sparsified(key, m)), "FID")
+
+    def sparsified(self, key, loaded):
+        """Whether model ``key`` decodes sparsified codes (ABP trained with
+        ``langevin.sparsify``), so that its prior samples are decoded the same way."""
+        return key not in BASELINE_KINDS and loaded.config.langevin.sparsify
+
+    # -- aggregating seeds --
+    def over_seeds(self, key, value):
+        """``(mean, sd over seeds or None for one seed, values)`` of ``value(key, seed)``."""
+        values = [value(key, s) for s in self.seeds_of(key)]
+        mean, sd = ev.mean_sd(values)
+        return mean, (sd if len(values) > 1 else None), values
+
+    def accuracy(self, key, sigma, **variant):
+        """The :class:`~pyro_sparsegen.evaluation.Accuracy` of ``key`` at ``sigma``, the runs
+        of every seed stacked (one run set for the floor, ``key=None``); ``variant``: the
+        keywords of :meth:`denoise`."""
+        seeds = [0] if key is None else self.seeds_of(key)
+        return ev.Accuracy.stack([self.denoise(key, s, **variant)[sigma].accuracy
+                                  for s in seeds])
 
     # -- output --
     def log(self, message):
@@ -594,23 +673,18 @@ class Workspace:
 
     def write_text(self, name, text):
         path = os.path.join(self.out, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         return path
 
     def write_json(self, name, data):
         return self.write_text(name, json.dumps(finite_or_none(data), indent=2,
                                                 allow_nan=False) + "\n")
-
-
-def _baselines():
-    try:
-        from pyro_sparsegen import baselines
-    except ImportError as e:
-        raise AnalysisError(f"the baselines need pyro_sparsegen.baselines ({e})") from None
-    return baselines
 
 
 def _read_json(path):
@@ -622,7 +696,8 @@ def _read_json(path):
 
 
 def _finished(folder):
-    """True when ``folder`` holds a checkpoint of a run that completed all its epochs."""
+    """True when ``folder`` holds a checkpoint of a run that completed all its epochs (for an
+    early-stopped baseline the checkpoint records the epochs it had)."""
     path = os.path.join(folder, "checkpoint.h5")
     if not os.path.isfile(path):
         return False
@@ -633,42 +708,3 @@ def _finished(folder):
         return False
     progress = state.progress or {}
     return progress.get("epoch", 0) >= epochs and not progress.get("batch_in_epoch", 0)
-
-
-# ------------------------------------------------------------------------------------------
-# Metrics
-
-
-def fit_logistic(x, y, *, scale=True, seed=0):
-    """A multinomial logistic regression (standardised features when ``scale``); lbfgs gets
-    enough iterations, and a remaining ConvergenceWarning (a probe that has not fully
-    converged still classifies) is kept out of the caller's warning filters."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    classifier = LogisticRegression(max_iter=1000, random_state=seed)
-    model = make_pipeline(StandardScaler(), classifier) if scale else classifier
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, y)
-    return model
-
-
-def image_quality(clean, output):
-    """Mean PSNR and SSIM (scikit-image, data_range 1) of ``output`` against ``clean``, both
-    ``[N, C, H, W]`` in [0, 1]."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    psnr, ssim = [], []
-    for a, b in zip(clean, output):
-        with np.errstate(divide="ignore"):  # identical images: inf dB, capped below
-            psnr.append(peak_signal_noise_ratio(a, b, data_range=1.0))
-        if a.shape[0] == 1:
-            ssim.append(structural_similarity(a[0], b[0], data_range=1.0))
-        else:
-            ssim.append(structural_similarity(a, b, data_range=1.0, channel_axis=0))
-    psnr = np.asarray(psnr, dtype=float)
-    # identical images give inf PSNR; cap at 100 dB so means stay finite
-    return float(np.minimum(psnr, 100.0).mean()), float(np.mean(ssim))

@@ -17,25 +17,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import xarray as xr  # noqa: E402
 
 import common  # noqa: E402
 import pyro_sparsegen as psg  # noqa: E402
+from common import ev  # noqa: E402
 
 NAME = "explainability"
 TITLE = "Explainability: per-class activation maps, traversals, class overlap"
 MIN_USAGE = 0.5
 TRAVERSAL = np.linspace(-3.0, 3.0, 7)
 TOP_DIMENSIONS = 8
-
-
-def class_usage(codes):
-    """``[class, latent]`` fraction of each class's images with an active coordinate."""
-    active, labels = codes["active"].astype(float), codes["labels"]
-    classes = np.unique(labels)
-    usage = np.stack([active[labels == c].mean(0) for c in classes])
-    return xr.DataArray(usage, dims=("class", "latent"), name="usage",
-                        coords={"class": classes, "latent": np.arange(usage.shape[1])})
 
 
 def typical_code(z):
@@ -56,9 +47,8 @@ def traversals(ws, key, usage, z):
     for j in order:
         codes = np.repeat(base[None], len(TRAVERSAL), 0)
         codes[:, j] = TRAVERSAL
-        with torch.no_grad():
-            images = loaded.model.network(torch.as_tensor(codes, dtype=torch.float32,
-                                                          device=ws.device))
+        images = ev.decode(loaded.model, torch.as_tensor(codes, dtype=torch.float32,
+                                                         device=ws.device))
         rows.append(images.cpu().numpy())
         titles.append(f"dimension {j} (used by {100 * overall[j]:.0f}% of test images; "
                       f"typical value {base[j]:+.2f})")
@@ -71,19 +61,20 @@ def run(ws):
               "classes with an empty active set", "mean Jaccard of class active sets"]
     rows, results, figures = [], {}, []
     for key in common.MODEL_KEYS:
-        codes = ws.codes(key, "test")
-        usage = class_usage(codes)
-        sets = psg.diagnostics.class_active_sets(usage, min_usage=MIN_USAGE)
-        jac = psg.diagnostics.class_jaccard(sets)
-        mean_jaccard = float(jac["mean_off_diagonal"])
-        empty = int((~sets.any("latent")).sum())
-        used = int((codes["active"].mean(0) >= 0.01).sum())
-        d = codes["z"].shape[1]
-        rows.append([common.label(key), str(d), str(used),
+        overlaps = [ev.class_overlap(ws.codes(key, s, "test"), threshold=ws.threshold,
+                                     min_usage=MIN_USAGE) for s in ws.seeds_of(key)]
+        jaccard, jaccard_sd = ev.mean_sd([o["class_jaccard"] for o in overlaps])
+        overlap, codes = overlaps[0], ws.codes(key, 0, "test")
+        classes = overlap["active_sets"].sizes["class"]
+        rows.append([common.label(key), str(codes["z"].shape[1]),
+                     str(overlap["dimensions_used"]),
                      common.fmt(codes["active"].sum(1).mean(), 1),
-                     f"{empty} of {sets.sizes['class']}", common.fmt(mean_jaccard, 3)])
-        results[key] = {"class_jaccard": mean_jaccard, "dimensions_used": used,
-                        "empty_class_sets": empty}
+                     f"{overlap['empty_class_sets']} of {classes}",
+                     common.fmt_mean_sd(jaccard, jaccard_sd if len(overlaps) > 1 else None,
+                                        digits=3)])
+        results[key] = {"class_jaccard": jaccard, "dimensions_used": overlap["dimensions_used"],
+                        "empty_class_sets": overlap["empty_class_sets"]}
+        usage = overlap["usage"]
         ordered = usage.isel(latent=_block_order(usage.values))
         heat = psg.plots.plot_class_usage(
             ordered, ws.figure_path(f"class_usage_{key}.png"),
@@ -97,9 +88,11 @@ def run(ws):
                      f" of a typical code", ws.relative(trav))]
     note = (f"Test set: {len(ws.test)} images; a coordinate is active when |z| > "
             f"{ws.threshold}. A class's active set holds the dimensions used by at least "
-            f"{MIN_USAGE:.0%} of its images; the Jaccard overlap is averaged over pairs of "
-            "classes (pairs of two empty sets are skipped; — when every set is empty). "
-            "Traversals start from the test code nearest to the mean code.")
+            f"{MIN_USAGE:.0%} of its images; the Jaccard overlap "
+            "(pyro_sparsegen.diagnostics.class_jaccard) is averaged over pairs of classes "
+            "(pairs of two empty sets are skipped; — when every set is empty). Maps and "
+            "traversals show the first seed's model; traversals start from the test code "
+            "nearest to the mean code.")
     return common.Section(NAME, TITLE, [note, common.md_table(header, rows)], figures, results)
 
 

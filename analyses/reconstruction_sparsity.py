@@ -1,11 +1,13 @@
-"""Reconstruction against sparsity: test MSE, zeroed MSE (inactive coordinates set to exactly
-0) and the inactive fraction, for the sparse model at several final slab weights and for the
-baselines.
+"""Reconstruction against sparsity, and the sparsity frontier: test MSE, zeroed MSE (every
+``|z_j| <= 0.2`` set to exactly 0), the inactive fraction and the mean number of active
+coordinates per image, for the main models, the sparse models of a slab-weight sweep and dense
+ABP at several latent sizes (:func:`pyro_sparsegen.evaluation.sparsity_summary`).
 
     python analyses/reconstruction_sparsity.py --data mnist5k --out runs/analysis --quick
 
-Writes ``OUT/reconstruction_sparsity.md`` (the table), ``.json`` (the numbers) and
-``OUT/figures/mse_vs_sparsity.png``.
+Writes ``OUT/reconstruction_sparsity.md`` (the tables), ``.json`` and
+``OUT/figures/sparsity_frontier.png`` (zeroed MSE against mean active coordinates per image:
+the sweep's sparse models against dense ABP at d = 4 ... 100).
 """
 
 import os
@@ -19,93 +21,123 @@ import common  # noqa: E402
 
 NAME = "reconstruction_sparsity"
 TITLE = "Reconstruction and sparsity"
+FIELDS = ("test_mse", "zeroed_mse", "inactive_fraction", "mean_active")
 
 
-def _reference_mse(ws):
+def reference_mse(ws):
     """MSE of predicting the mean training image, and the mean training image of the right
     class: what a code that carries nothing (or only the class) would reach."""
     train = ws.train.images().numpy()
     test = ws.test.images().numpy()
-    rows = [("predict the mean training image", float(((test - train.mean(0)) ** 2).mean()))]
+    rows = {"predict the mean training image": float(((test - train.mean(0)) ** 2).mean())}
     if ws.train.labels is not None and ws.test.labels is not None:
         means = {c: train[ws.train.labels == c].mean(0) for c in np.unique(ws.train.labels)}
         if all(c in means for c in np.unique(ws.test.labels)):
             pred = np.stack([means[c] for c in ws.test.labels])
-            rows.append(("predict the class's mean training image",
-                         float(((test - pred) ** 2).mean())))
+            rows["predict the class's mean training image"] = float(((test - pred) ** 2).mean())
     return rows
 
 
+def entry(ws, key):
+    """Mean (and sd over seeds) of the sparsity summary of ``key``."""
+    per_seed = [ws.summary(key, s) for s in ws.seeds_of(key)]
+    out = {"latent_dim": per_seed[0]["latent_dim"], "seeds": ws.seeds_of(key)}
+    for field in FIELDS + ("inactive_fraction_inclusion",):
+        values = [p.get(field) for p in per_seed]
+        mean, sd = common.ev.mean_sd(values)
+        out[field] = mean
+        if len(values) > 1 and field in FIELDS:
+            out.setdefault("sd", {})[field] = sd
+    return out
+
+
+def row(ws, key, e, extra=""):
+    sd = e.get("sd", {})
+
+    def cell(field, digits):
+        return common.fmt(e[field], digits) + (
+            f" ± {common.fmt(sd[field], digits)}" if field in sd else "")
+
+    return [common.label(key) + extra, str(e["latent_dim"]), cell("test_mse", 4),
+            cell("zeroed_mse", 4), cell("inactive_fraction", 3),
+            common.fmt(e.get("inactive_fraction_inclusion"), 3), cell("mean_active", 1)]
+
+
 def run(ws):
-    sweep = ws.sweep_weights()
-    keys = [key for _, key in sweep] + [k for k in common.MODEL_KEYS if k != "sparse"]
-    rows, results, points = [], {}, {}
-    weight_of = {key: w for w, key in sweep}
-    for key in keys:
-        ev = ws.evaluation(key)
-        m = ws.model(key)
-        d = m.config.network.latent_dim
-        active = (1.0 - ev["inactive_fraction_threshold"]) * d
-        w = weight_of.get(key)
-        rows.append([common.label(key), common.fmt(w, 3) if w is not None else "—", str(d),
-                     common.fmt(ev["test_mse"], 4), common.fmt(ev["zeroed_mse"], 4),
-                     common.fmt(ev["zeroed_mse_inclusion"], 4),
-                     common.fmt(ev["inactive_fraction_threshold"], 3),
-                     common.fmt(ev["inactive_fraction_inclusion"], 3), common.fmt(active, 1)])
-        results[key] = {"test_mse": ev["test_mse"], "zeroed_mse": ev["zeroed_mse"],
-                        "zeroed_mse_inclusion": ev["zeroed_mse_inclusion"],
-                        "inactive_fraction": ev["inactive_fraction_threshold"],
-                        "inactive_fraction_inclusion": ev["inactive_fraction_inclusion"],
-                        "latent_dim": d, "mean_active": active}
-        if w is not None:
-            results[key]["final_slab_weight"] = w
-        points[key] = (ev["inactive_fraction_threshold"], ev["test_mse"], ev["zeroed_mse"])
-    references = _reference_mse(ws)
-    for name, mse in references:
-        rows.append([name, "—", "0", common.fmt(mse, 4), "—", "—", "—", "—", "0"])
-    header = ["model", "final w", "d", "test MSE", "zeroed MSE (|z| ≤ t)",
-              "zeroed MSE (incl. < 0.5)", "inactive (|z| ≤ t)", "inactive (incl. < 0.5)",
-              "mean active coords"]
+    header = ["model", "d", "test MSE", "zeroed MSE", "inactive (|z| ≤ t)",
+              "inactive (incl. < 0.5)", "mean active coords"]
+    results, rows = {}, []
+    for key in common.MODEL_KEYS:
+        results[key] = entry(ws, key)
+        rows.append(row(ws, key, results[key]))
+    references = reference_mse(ws)
+    for name, mse in references.items():
+        rows.append([name, "0", common.fmt(mse, 4), "—", "—", "—", "0"])
+    sweep, frontier = ws.sweep(), ws.frontier()
+    sweep_rows, frontier_rows = [], []
+    for w, key in sweep:
+        e = results.get(key) or entry(ws, key)
+        e["final_slab_weight"] = w
+        results.setdefault(key, e)
+        sweep_rows.append([common.fmt(w, 3)] + row(ws, key, e)[1:])
+    for d, key in frontier:
+        e = results.get(key) or entry(ws, key)
+        results.setdefault(key, e)
+        frontier_rows.append([str(d), f"`{key}`"] + row(ws, key, e)[2:])
     t = ws.threshold
+    seeds = len(ws.seeds)
     note = (f"Test set: {len(ws.test)} images; t = {t}. Zeroed MSE: the reconstruction with "
-            "every inactive coordinate set to exactly 0. Inclusion probabilities exist only for "
-            "spike-and-slab priors (— elsewhere). The dense matched-budget model has "
-            f"d = round(sparse model's mean active coordinates) = {ws.matched_latent_dim()}.")
-    path = _figure(ws, points, sweep, references)
-    results["reference_mse"] = dict(references)
-    return common.Section(NAME, TITLE, [note, common.md_table(header, rows)],
-                          [("test MSE against sparsity", ws.relative(path))], results)
+            "every coordinate with |z| ≤ t set to exactly 0 (a sparse code must really be "
+            "sparse). Inclusion probabilities exist only for spike-and-slab priors (— "
+            "elsewhere). The matched-budget dense model has d = round(the sparse model's mean "
+            f"active coordinates on its *training* codes) = {ws.matched_latent_dim()}."
+            + (f" Main models: mean ± sd over {seeds} training seeds." if seeds > 1 else ""))
+    blocks = [note, common.md_table(header, rows),
+              "Slab-weight sweep (sparse models, one seed each):",
+              common.md_table(["final w"] + header[1:], sweep_rows),
+              "Dense ABP at several latent sizes (one seed each):",
+              common.md_table(["d", "key"] + header[2:], frontier_rows)]
+    path = _frontier_figure(ws, results, sweep, frontier, references)
+    results["reference_mse"] = references
+    results["sweep"] = {key: results[key] for _, key in sweep}
+    results["frontier"] = {key: results[key] for _, key in frontier}
+    return common.Section(NAME, TITLE, blocks,
+                          [("the sparsity frontier: zeroed MSE against mean active coordinates",
+                            ws.relative(path))], results)
 
 
-def _figure(ws, points, sweep, references):
+def _frontier_figure(ws, results, sweep, frontier, references):
     fig = common.figure(7.0, 4.5)
     ax = fig.subplots()
-    sweep_keys = [key for _, key in sweep]
-    xs = [points[k][0] for k in sweep_keys]
-    ax.plot(xs, [points[k][1] for k in sweep_keys], "o-", color="tab:blue",
-            label="sparse: test MSE")
-    ax.plot(xs, [points[k][2] for k in sweep_keys], "s--", color="tab:blue", mfc="none",
-            label="sparse: zeroed MSE")
+    xs = [results[k]["mean_active"] for _, k in frontier]
+    ax.plot(xs, [results[k]["zeroed_mse"] for _, k in frontier], "o-", color="tab:orange",
+            label="dense ABP (d = 4 … 100): zeroed MSE")
+    for d, key in frontier:
+        ax.annotate(f"d={d}", (results[key]["mean_active"], results[key]["zeroed_mse"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize="x-small")
+    sx = [results[k]["mean_active"] for _, k in sweep]
+    ax.plot(sx, [results[k]["zeroed_mse"] for _, k in sweep], "s-", color="tab:blue",
+            label="sparse (slab-weight sweep): zeroed MSE")
+    ax.plot(sx, [results[k]["test_mse"] for _, k in sweep], "s:", color="tab:blue",
+            mfc="none", label="sparse: test MSE (codes as inferred)")
     for w, key in sweep:
-        ax.annotate(f"w={w:g}", (points[key][0], points[key][1]), textcoords="offset points",
-                    xytext=(4, 4), fontsize="small")
-    colours = {"dense_abp": "tab:orange", "dense_matched": "tab:green", "beta_vae": "tab:red",
-               "vsc": "tab:purple"}
-    for key, colour in colours.items():
-        x, mse, zeroed = points[key]
-        ax.plot([x], [mse], "o", color=colour, label=f"{common.label(key)}: test MSE")
-        ax.plot([x], [zeroed], "s", color=colour, mfc="none", label=f"{common.label(key)}: zeroed")
-    for (name, mse), style in zip(references, (":", "-.")):
+        ax.annotate(f"w={w:g}", (results[key]["mean_active"], results[key]["zeroed_mse"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    for key, colour in (("beta_vae", "tab:red"), ("vsc", "tab:purple")):
+        ax.plot([results[key]["mean_active"]], [results[key]["zeroed_mse"]], "^",
+                color=colour, label=f"{common.label(key)}: zeroed MSE")
+    for (name, mse), style in zip(references.items(), (":", "-.")):
         ax.axhline(mse, color="0.5", ls=style, lw=1, label=name)
-    values = [v for p in points.values() for v in p[1:]] + [m for _, m in references]
-    if all(np.isfinite(values)) and min(values) > 0:
+    values = [results[k][f] for _, k in sweep + frontier for f in ("zeroed_mse", "test_mse")]
+    if all(v is not None and np.isfinite(v) and v > 0 for v in values):
         ax.set_yscale("log")
-    ax.set_xlim(-0.03, 1.03)
-    ax.set_xlabel(f"inactive fraction (|z| ≤ {ws.threshold})")
+    if all(x is not None and x > 0 for x in xs + sx):
+        ax.set_xscale("log")
+    ax.set_xlabel(f"mean active coordinates per image (|z| > {ws.threshold})")
     ax.set_ylabel("per-pixel MSE on test images")
-    ax.set_title("Reconstruction error against sparsity")
+    ax.set_title("The sparsity frontier")
     ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return common.save_figure(fig, ws.figure_path("mse_vs_sparsity.png"))
+    return common.save_figure(fig, ws.figure_path("sparsity_frontier.png"))
 
 
 def main(argv=None):

@@ -247,8 +247,8 @@ class ABP:
         arguments (runs the model once, under a forked RNG)."""
         from .infer.target import _forked_rng
 
-        with _forked_rng(args, kwargs), poutine.trace(param_only=True) as capture, \
-                pyro.validation_enabled(False), torch.no_grad():
+        with _forked_rng(self.model, args, kwargs), pyro.validation_enabled(False), \
+                torch.no_grad(), poutine.trace(param_only=True) as capture:
             self.model(*args, **kwargs)
         return self._collect(capture.trace)
 

@@ -5,11 +5,14 @@ Written atomically: a temporary file in the same folder, flushed and fsynced, th
 """
 
 import contextlib
+import hashlib
 import importlib
 import json
 import os
 import random
-import tempfile
+import re
+import secrets
+import socket
 import time
 
 import h5py
@@ -18,6 +21,7 @@ import torch
 
 FORMAT = "pyro_sparsegen.checkpoint"
 FORMAT_VERSION = 1
+PACKAGE = __name__.partition(".")[0]
 
 
 class CheckpointError(ValueError):
@@ -33,6 +37,12 @@ def _package_version():
 def class_path(obj_or_cls):
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def is_own_class(path):
+    """Whether ``module:Name`` names a module of this package (importing it runs only our code)."""
+    module = path.partition(":")[0]
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
 
 
 def import_class(path):
@@ -80,7 +90,9 @@ def _read_optimizer(group):
     return {"state": state, "param_groups": json.loads(group.attrs["param_groups"])}
 
 
-def _rng_states():
+def rng_states():
+    """This process's RNG streams: ``python``, ``numpy`` (the global ones), ``torch`` (CPU) and
+    ``cuda`` (every device, when CUDA is available)."""
     states = {"python": random.getstate(), "numpy": np.random.get_state(),
               "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -114,23 +126,79 @@ def _read_rng(group):
     return states
 
 
+def _restore_cuda(states):
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+
+
+# one restore per stream (tests break them one at a time)
+RNG_RESTORERS = {"python": random.setstate, "numpy": np.random.set_state,
+                 "torch": torch.set_rng_state, "cuda": _restore_cuda}
+
+
 def restore_rng(states):
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        cuda = states["cuda"][: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(cuda)
+    """Set every stream saved in ``states`` (from :func:`rng_states`)."""
+    for name, state in states.items():
+        RNG_RESTORERS[name](state)
+
+
+# -- atomic files --
+_TEMPORARY = re.compile(r"\.tmp-(\d+)-([0-9a-f]{8})-[0-9a-f]+")
+
+
+def _host_tag():
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove the temporaries of :func:`atomic_file` in ``folder`` whose writer (a process on
+    this host, named in the file name) is gone; a live writer's are left alone."""
+    host, me = _host_tag(), os.getpid()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            match = _TEMPORARY.match(name)
+            if match and match[2] == host and int(match[1]) != me and not _alive(int(match[1])):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+
+
+def _new_temporary(folder, suffix):
+    """Create an empty ``.tmp-<pid>-<host>-<random><suffix>`` in ``folder``, mode
+    ``0o666 & ~umask`` like any file the user creates (``mkstemp`` would make it 0600)."""
+    prefix = f".tmp-{os.getpid()}-{_host_tag()}-"
+    while True:
+        tmp = os.path.join(folder, prefix + secrets.token_hex(6) + suffix)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
-def atomic_file(path):
-    """Yield a temporary path in ``path``'s folder; when the block ends without error the file
-    is fsynced and renamed over ``path`` (and the folder fsynced), else removed."""
+def atomic_file(path, suffix=None):
+    """Yield a temporary path in ``path``'s folder to write (text or binary, any way); when the
+    block ends without error the file is fsynced and renamed over ``path`` (and the folder
+    fsynced), else removed. Every writer of the package goes through here.
+
+    The temporary is named ``.tmp-<pid>-<host>-<random><suffix>`` (``suffix``: default
+    ``path``'s extension); temporaries of writers on this host that died mid-write are removed
+    first, a live (concurrent) writer's never.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
-    os.close(fd)
+    remove_stale_temporaries(folder)
+    tmp = _new_temporary(folder, os.path.splitext(path)[1] if suffix is None else suffix)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -138,17 +206,19 @@ def atomic_file(path):
         os.replace(tmp, path)
         with contextlib.suppress(OSError):
             dir_fd = os.open(folder, os.O_RDONLY)
-            os.fsync(dir_fd)
-            os.close(dir_fd)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
 # -- the file --
 def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extra=None,
-         before_replace=None):
+         rng=None, before_replace=None):
     """Write a checkpoint atomically.
 
     :param model: the model (its class is recorded; its ``state_dict`` and
@@ -158,6 +228,8 @@ def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extr
     :param dict progress: ``epoch``, ``iteration``, ``batch_in_epoch`` and any numbers.
     :param metrics: the metrics history (list of dicts).
     :param dict extra: more JSON-serialisable attributes.
+    :param rng: the RNG states to store: one :func:`rng_states` dict per rank (a list, rank 0
+        first, under torch.distributed), or ``None`` for this process's.
     :param before_replace: a callable run after the temporary file is complete and before it
         replaces ``path`` (tests use it to interrupt a write).
     """
@@ -178,7 +250,12 @@ def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extr
             _write_tensors(f.create_group("model"), model.state_dict())
             if optimizer is not None:
                 _write_optimizer(f.create_group("optimizer"), optimizer.state_dict())
-            _write_rng(f.create_group("rng"), _rng_states())
+            ranks = [rng_states()] if rng is None else list(rng)
+            _write_rng(f.create_group("rng"), ranks[0])
+            if len(ranks) > 1:
+                others = f.create_group("rng_ranks")
+                for rank, states in enumerate(ranks[1:], start=1):
+                    _write_rng(others.create_group(str(rank)), states)
             f.flush()
         if before_replace is not None:
             before_replace(tmp)
@@ -200,7 +277,8 @@ def model_options(model):
 
 class Checkpoint:
     """A loaded checkpoint: ``attrs`` (config, progress, metrics, ...), ``model_state``,
-    ``optimizer_state``, ``rng``, and :meth:`build_model`."""
+    ``optimizer_state``, ``rng`` (rank 0's streams), ``rng_ranks`` (every rank's, rank 0
+    first), and :meth:`build_model`."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -226,22 +304,52 @@ class Checkpoint:
                 self.optimizer_state = _read_optimizer(f["optimizer"]) if "optimizer" in f \
                     else None
                 self.rng = _read_rng(f["rng"])
+                others = f["rng_ranks"] if "rng_ranks" in f else {}
+                self.rng_ranks = [self.rng] + [_read_rng(others[str(r)])
+                                               for r in range(1, len(others) + 1)]
         except CheckpointError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{name}: unreadable or damaged checkpoint ({e})") from None
 
-    def build_model(self, device="cpu"):
-        """Rebuild the model (of the recorded class) with the stored weights."""
-        from .networks import build_network
-        from .schedules import Schedule
-
+    def resolve_model_class(self, *, trust_model=False, model_class=None):
+        """The recorded model class. Only this package's own classes are imported unless the
+        caller opts in: ``trust_model=True``, or ``model_class`` given (it must be the
+        recorded class; it is used as it is, nothing is imported)."""
         name = os.path.basename(self.path)
-        cls = import_class(self.model_class)
+        if model_class is not None:
+            given = class_path(model_class) if isinstance(model_class, type) else repr(model_class)
+            if given != self.model_class:
+                raise CheckpointError(f"{name}: records model class {self.model_class}, not "
+                                      f"{given}")
+            cls = model_class
+        elif trust_model:
+            cls = import_class(self.model_class)
+        elif is_own_class(self.model_class):
+            cls = import_class(self.model_class)
+            if isinstance(cls, type) and not is_own_class(class_path(cls)):  # a re-export
+                raise CheckpointError(f"{name}: records {self.model_class}, which is "
+                                      f"{class_path(cls)} from outside {PACKAGE}; pass "
+                                      "--trust-model (trust_model=True) if you trust it")
+        else:
+            raise CheckpointError(
+                f"{name}: records model class {self.model_class} from outside {PACKAGE}; "
+                "loading it imports and runs that module: pass --trust-model (trust_model=True, "
+                "or the class as model_class) if you trust it")
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)
                 and hasattr(cls, "log_joint_terms")):
             raise CheckpointError(f"{name}: records {self.model_class}, which is not a "
                                   "generator model")
+        return cls
+
+    def build_model(self, device="cpu", *, trust_model=False, model_class=None):
+        """Rebuild the model (of the recorded class) with the stored weights; see
+        :meth:`resolve_model_class` for ``trust_model`` and ``model_class``."""
+        from .networks import build_network
+        from .schedules import Schedule
+
+        name = os.path.basename(self.path)
+        cls = self.resolve_model_class(trust_model=trust_model, model_class=model_class)
         options = dict(self.model_options)
         iteration = options.pop("iteration", 0)
         if "schedule" in options:

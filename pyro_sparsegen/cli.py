@@ -23,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--trust-model", action="store_true",
+                   help="load a run whose model class is defined outside pyro_sparsegen "
+                        "(imports and runs the module the checkpoint names)")
 
 
 def build_parser():
@@ -71,7 +74,11 @@ def build_parser():
     r = sub.add_parser("reconstruct", help="reconstruct (optionally noisy) test images")
     r.add_argument("run_dir")
     r.add_argument("--data", help="data spec (default: the run's)")
-    r.add_argument("--noise", type=float, default=0.0, help="std of added Gaussian noise")
+    r.add_argument("--noise", type=float, default=0.0,
+                   help="std of added Gaussian noise (not clipped, as in the authors' "
+                        "evaluation)")
+    r.add_argument("--clip", action="store_true",
+                   help="clip the noisy images to [0, 1] (the harder variant)")
     r.add_argument("--num", type=int, default=16)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", help="output PNG (default RUN_DIR/reconstruct.png)")
@@ -113,9 +120,9 @@ def _train_config(args):
     from .config import TrainConfig
 
     if args.resume:
-        from .training import load_run
+        from .training import read_run
 
-        _, config, _ = load_run(args.out)
+        config, _ = read_run(args.out)  # the model class is checked when train loads it
     elif args.config:
         config = TrainConfig.from_file(args.config)
     else:
@@ -165,7 +172,8 @@ def cmd_train(args):
                          "choose another --out")
     dist = _init_distributed(config)
     try:
-        result = train(config, args.out, resume=args.resume, progress=not args.quiet)
+        result = train(config, args.out, resume=args.resume, progress=not args.quiet,
+                       trust_model=args.trust_model)
     finally:
         if dist is not None:
             dist.destroy_process_group()
@@ -189,7 +197,7 @@ def _load(args):
 
     config_device = args.device or "auto"
     device = resolve_device(config_device)
-    model, config, state = load_run(args.run_dir, device=device)
+    model, config, state = load_run(args.run_dir, device=device, trust_model=args.trust_model)
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
     return model, config, state, device
@@ -239,6 +247,7 @@ def cmd_reconstruct(args):
 
     from . import plots
     from .data import load_data
+    from .evaluation import add_noise
     from .training import make_encoder, reconstructions
 
     _positive("--num", args.num)
@@ -250,11 +259,13 @@ def cmd_reconstruct(args):
     rows = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.num, len(data)),
                                                           replace=False))
     x = data.batch(rows).to(device)
-    noisy = (x + args.noise * torch.randn_like(x)).clamp(0, 1) if args.noise else x
+    noisy = torch.as_tensor(add_noise(x.cpu().numpy(), args.noise, seed=args.seed,
+                                      clip=args.clip), device=device) if args.noise else x
     recon, zeroed = reconstructions(model, make_encoder(model, config), x,
                                     threshold=config.threshold, observed=noisy)
     rows = [x.cpu()] + ([noisy.cpu()] if args.noise else []) + [recon.cpu(), zeroed.cpu()]
-    titles = ["test images"] + ([f"noise std {args.noise}"] if args.noise else []) + \
+    noise = f"noise std {args.noise}" + (", clipped to [0, 1]" if args.clip else "")
+    titles = ["test images"] + ([noise] if args.noise else []) + \
         ["reconstructions", "inactive coordinates zeroed"]
     plots.plot_image_grid(rows, out, titles=titles)
     mse = ((recon - x) ** 2).mean().item()

@@ -347,10 +347,39 @@ class ImageData:
         return x
 
     def images(self, limit=None):
-        """All images, or the first ``limit``: ``[n, C, H, W]`` (for small sets, evaluation)."""
-        if limit is not None and (not isinstance(limit, numbers.Integral) or limit < 0):
-            raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
-        return self.batch(np.arange(len(self) if limit is None else min(limit, len(self))))
+        """All images, or ``limit`` of them spread over the classes (:meth:`spread_rows`):
+        ``[n, C, H, W]`` (for small sets, evaluation)."""
+        return self.batch(np.arange(len(self)) if limit is None else self.spread_rows(limit))
+
+    def spread_rows(self, n, seed=0):
+        """Positions of a deterministic subset of ``min(n, len(self))`` images that is never a
+        prefix (split files are often sorted by class): stratified by label when there are
+        labels (one image of every class first, so ``n >= #classes`` covers them all, then
+        every class in proportion, interleaved), else the first ``n`` of a seeded permutation. Sorted int64 ``[n]``;
+        the subset for ``n`` contains the one for any smaller ``n``."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"limit must be a non-negative integer, got {n!r}")
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        total = len(self)
+        if n >= total:
+            return np.arange(total)
+        rng = np.random.default_rng([int(seed), total])
+        if self.labels is None:
+            return np.sort(rng.permutation(total)[:n])
+        # each image's quantile within its class, from 0 (classes in a seeded random order
+        # on ties): the n smallest take one of every class, then deal them out in proportion
+        key = np.empty(total)
+        classes = np.unique(self.labels)
+        tie = rng.permutation(len(classes)) / (len(classes) * total)
+        for c, offset in zip(classes, tie):
+            rows = rng.permutation(np.flatnonzero(self.labels == c))
+            key[rows] = np.arange(len(rows)) / len(rows) + offset
+        return np.sort(np.argsort(key, kind="stable")[:n])
+
+    def spread_subset(self, n, seed=0):
+        """A view of the :meth:`spread_rows` subset (labels kept with their rows)."""
+        return self.subset(self.spread_rows(n, seed))
 
     def subset(self, indices):
         """A view of the images at ``indices``, sharing the source (no pixels are read)."""

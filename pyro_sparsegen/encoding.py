@@ -14,13 +14,18 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
     """Infer codes for every image of ``data`` (an :class:`~pyro_sparsegen.data.ImageData`)
     with ``encoder`` (``images -> z``, e.g. :func:`~pyro_sparsegen.training.make_encoder`).
 
+    :param limit: encode only this many images, a class-spread subset
+        (:meth:`~pyro_sparsegen.data.ImageData.spread_subset`), never the first ones.
     :param noise: std of Gaussian noise added to the images before inference (the images are
         clipped to [0, 1]); MSEs are measured against the clean images.
     :return: dict of numpy arrays: ``z`` ``[N, d]``, ``inclusion_probability`` ``[N, d]``
         (when the prior has one), ``active`` ``[N, d]`` (``|z| > threshold``), ``mse``,
-        ``zeroed_mse`` ``[N]`` and ``labels`` ``[N]`` when the data has labels.
+        ``zeroed_mse`` ``[N]`` and ``labels`` ``[N]`` (of the encoded images) when the data
+        has labels.
     """
-    n = len(data) if limit is None else min(limit, len(data))
+    if limit is not None:
+        data = data.spread_subset(limit)
+    n = len(data)
     parts = {k: [] for k in ("z", "inclusion_probability", "active", "mse", "zeroed_mse")}
     model.eval()
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="encode",
@@ -42,7 +47,7 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
             pass
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     if data.labels is not None:
-        out["labels"] = np.asarray(data.labels[:n])
+        out["labels"] = np.asarray(data.labels)
     return out
 
 

@@ -51,9 +51,16 @@ def resolve_device(name):
 
 
 def seed_everything(seed):
+    """Seed the global Python, NumPy and torch (CPU and CUDA) streams."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rank_seed(seed, rank):
+    """The torch seed of ``rank`` under torch.distributed, so that every rank draws its own
+    Langevin noise (and prior starts); derived from ``(seed, rank)``."""
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint64)[0])
 
 
 def load_splits(config: TrainConfig, train_data=None, test_data=None):
@@ -152,12 +159,18 @@ def _mse(model, z, x):
 
 def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None, device="cpu"):
     """Held-out figures: reconstruction MSE from the inferred codes and with every inactive
-    coordinate set to exactly 0 ("zeroed"), inactive fractions two ways, log joint."""
+    coordinate set to exactly 0 ("zeroed"), inactive fractions two ways, log joint.
+
+    :param limit: evaluate only this many images, a class-spread subset
+        (:meth:`~pyro_sparsegen.data.ImageData.spread_subset`), never the first ones.
+    """
     sums = {k: 0.0 for k in ("test_mse", "zeroed_mse", "zeroed_mse_inclusion",
                              "inactive_fraction_threshold", "inactive_fraction_inclusion",
                              "log_joint")}
     count = 0
-    n = len(data) if limit is None else min(limit, len(data))
+    if limit is not None:
+        data = data.spread_subset(limit)
+    n = len(data)
     for start in range(0, n, batch_size):
         x = data.batch(range(start, min(start + batch_size, n))).to(device)
         z = encoder(x)
@@ -215,14 +228,13 @@ def _network_as(model, network):
 
 
 def rewrite_csv(path, rows):
-    """Write the metrics rows to ``path`` (replacing it in one rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    """Write the metrics rows to ``path`` atomically and fsynced
+    (:func:`~pyro_sparsegen.checkpoint.atomic_file`)."""
+    with ckpt.atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         if rows:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def distributed_context():
@@ -235,13 +247,20 @@ def distributed_context():
 
 
 def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train_data=None,
-          test_data=None, progress=True, figures=True, on_checkpoint=None, stop_after=None):
+          test_data=None, progress=True, figures=True, on_checkpoint=None, stop_after=None,
+          trust_model=False):
     """Train a sparse generator (ABP) and write ``out_dir/checkpoint.h5``, ``metrics.csv`` and
     figures. Resumes exactly from the checkpoint with ``resume=True``.
 
+    Under torch.distributed every rank draws its own Langevin noise (torch seeded with
+    :func:`rank_seed`); the checkpoint keeps every rank's RNG states, and a run resumes only
+    with the number of processes it was written with.
+
     :param TrainConfig config: every setting.
     :param model_class: a :class:`SparseGenerator` subclass (a variant prior); on resume the
-        class recorded in the checkpoint is used.
+        checkpoint's recorded class is used, and passing it here is the opt-in to use a
+        class from outside this package (see :func:`load_run`).
+    :param trust_model: on resume, import the recorded class whatever module it is in.
     :param train_data: an :class:`~pyro_sparsegen.data.ImageData` (default: ``config.data``).
     :param on_checkpoint: called with the checkpoint path after every save (tests use it).
     :param stop_after: stop (checkpointed, resumable) once this many epochs are done, without
@@ -262,8 +281,8 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
 
     if resume:
         state = ckpt.load(path)
-        check_resumable(state, config, train_data.image_shape)
-        model = state.build_model(device)
+        check_resumable(state, config, train_data.image_shape, world)
+        model = state.build_model(device, trust_model=trust_model, model_class=model_class)
         progress_state, metrics = state.progress, state.metrics
     else:
         if rank == 0:
@@ -274,16 +293,18 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
                                   f"({e.strerror})") from None
             if not os.access(out_dir, os.W_OK):
                 raise ConfigError(f"{out_dir}: output folder is not writable")
-        seed_everything(config.seed)
+        seed_everything(config.seed)  # the same initial weights on every rank
         model = build_model(config, train_data.image_shape, iterations_per_epoch,
                             model_class).to(device)
+        if world > 1:
+            torch.manual_seed(rank_seed(config.seed, rank))
         progress_state, metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr,
                                  betas=(config.optim.beta1, config.optim.beta2))
     if resume and state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
-    if resume:
-        ckpt.restore_rng(state.rng)
+    if resume:  # every rank its own streams (a checkpoint from before they were kept: rank 0's)
+        ckpt.restore_rng(state.rng_ranks[rank] if rank < len(state.rng_ranks) else state.rng)
     ddp_network = None
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -293,21 +314,35 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     encoder = make_encoder(model, config)
 
     def save(epoch, batch_in_epoch, epoch_sums):
-        if rank != 0:
-            return
-        prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
-                "epoch_sums": epoch_sums}
-        ckpt.save(path, model=model, config=config.to_dict(), optimizer=optimizer,
-                  progress=prog, metrics=metrics)
-        if on_checkpoint is not None:
-            on_checkpoint(path)
+        rng = gather(ckpt.rng_states(), dist)  # every rank's streams, to rank 0
+        problem = None
+        if rank == 0:
+            prog = {"epoch": epoch, "iteration": model.iteration,
+                    "batch_in_epoch": batch_in_epoch, "epoch_sums": epoch_sums,
+                    "world_size": world}
+            try:
+                ckpt.save(path, model=model, config=config.to_dict(), optimizer=optimizer,
+                          progress=prog, metrics=metrics, rng=rng)
+            except OSError as e:
+                if dist is None:
+                    raise
+                problem = f"cannot write {path} ({e})"
+            if on_checkpoint is not None and problem is None:
+                on_checkpoint(path)
+        # also the barrier: when any rank goes on (e.g. to resume), the file is in place
+        stop_everywhere(problem, dist, device)
 
     def step(x):
-        mse = _train_step(model, encoder, optimizer, x, config, ddp_network)
+        mse = _train_step(model, encoder, optimizer, x, config, ddp_network, dist)
         return {"mse": mse * x.shape[0], "images": x.shape[0]}
 
     def end_epoch(epoch, epoch_sums):
-        row = epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums)
+        row, problem = None, None
+        try:
+            row = epoch_row(model, encoder, config, test_data, device, epoch, epoch_sums)
+        except TrainingError as e:
+            problem = str(e)
+        stop_everywhere(problem, dist, device)
         metrics.append(row)
         if rank == 0:
             rewrite_csv(os.path.join(out_dir, METRICS), metrics)
@@ -315,8 +350,6 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
                 "inactive": f"{row['inactive_fraction_threshold']:.2f}",
                 "w": f"{row['slab_weight']:.3g}"}
 
-    if rank == 0:
-        _remove_stale_temporaries(out_dir)
     bar = tqdm(total=config.optim.epochs * iterations_per_epoch, initial=model.iteration,
                disable=not progress or rank != 0, desc="train", unit="batch", dynamic_ncols=True)
     epoch, interrupted = run_epochs(
@@ -375,16 +408,36 @@ def run_epochs(model, config, train_data, step, end_epoch, save, *, progress_sta
     return epoch, False
 
 
-def _remove_stale_temporaries(out_dir):
-    """Temporary checkpoint files left by a process killed while writing one."""
-    for name in os.listdir(out_dir):
-        if name.startswith(".tmp-") and name.endswith(".h5"):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(out_dir, name))
+def gather(obj, dist=None):
+    """``[obj of rank 0, obj of rank 1, ...]`` (every rank must call it); ``[obj]`` alone."""
+    if dist is None:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
-def check_resumable(state, config, image_shape):
+def stop_everywhere(problem, dist=None, device="cpu"):
+    """Raise :class:`TrainingError` on every rank as soon as any rank has a ``problem`` (a
+    one-line reason, or ``None``), so that no rank is left waiting in a collective the failed
+    one never joins. Under torch.distributed every rank must call it (one flag all-reduce)."""
+    if dist is not None:
+        flag = torch.tensor([0.0 if problem is None else 1.0], device=device)
+        dist.all_reduce(flag)
+        if flag.item() > 0:
+            rank, problem = next((r, p) for r, p in enumerate(gather(problem, dist))
+                                 if p is not None)
+            problem = f"rank {rank}: {problem}"
+    if problem is not None:
+        raise TrainingError(problem)
+
+
+def check_resumable(state, config, image_shape, world_size=1):
     saved = TrainConfig.from_dict(state.config)
+    written_by = state.progress.get("world_size")
+    if written_by is not None and written_by != world_size:
+        raise ConfigError(f"the checkpoint was written by {written_by} process(es); resume it "
+                          f"with as many (this run has {world_size})")
     net = state.network
     if net.get("type") != config.network.type:
         raise ConfigError(f"checkpoint holds a {net.get('type')} network; the config asks for "
@@ -400,26 +453,39 @@ def check_resumable(state, config, image_shape):
                           f"({saved.optim.batch_size}, {saved.seed})")
 
 
-def _train_step(model, encoder, optimizer, x, config, ddp_network):
-    z = encoder(x)
+def _inference_problem(model, encoder, z, config):
+    """Why the codes ``z`` of this batch must not be learned from (one line), or ``None``."""
     stats = encoder.last_run
+    diverged = stats.divergences.sum() if stats is not None else torch.zeros((), device=z.device)
+    diverged, bad_codes = torch.stack([diverged.float(),
+                                       (~torch.isfinite(z)).sum().float()]).tolist()  # one sync
     if stats is not None:
         chain_steps = stats.divergences.numel() * encoder.kernel.num_steps
-        diverged = stats.divergences.sum().item()
         if diverged > config.langevin.max_divergence_fraction * chain_steps:
-            raise TrainingError(
-                f"Langevin inference diverged in {diverged} of {chain_steps} chain-steps at "
-                f"iteration {model.iteration} (step size {encoder.kernel.step_size}); lower "
-                "langevin.step_size — weights were not updated, the last checkpoint is intact")
+            return (f"Langevin inference diverged in {int(diverged)} of {chain_steps} "
+                    f"chain-steps at iteration {model.iteration} (step size "
+                    f"{encoder.kernel.step_size}); lower langevin.step_size — weights were not "
+                    "updated, the last checkpoint is intact")
+    if bad_codes:
+        return (f"non-finite codes ({int(bad_codes)} coordinates) at iteration "
+                f"{model.iteration}; weights were not updated, the last checkpoint is intact")
+    return None
+
+
+def _train_step(model, encoder, optimizer, x, config, ddp_network, dist=None):
+    z = encoder(x)
+    stop_everywhere(_inference_problem(model, encoder, z, config), dist, x.device)
     optimizer.zero_grad(set_to_none=True)
     network = ddp_network if ddp_network is not None else model.network
     with _network_as(model, network):
         recon, log_prior, log_lik = joint_terms(model, z, x)
+    # a mean over this rank's images: DDP averages the ranks' gradients, so equal shards give
+    # the gradient of the mean over the global batch
     loss = -(log_prior + log_lik).mean()
     mse = ((recon.detach() - x) ** 2).mean()  # before the step, from the same forward pass
-    if not torch.isfinite(loss):
-        raise TrainingError(f"non-finite training loss ({loss.item()}) at iteration "
-                            f"{model.iteration}; weights were not updated")
+    stop_everywhere(None if torch.isfinite(loss) else (
+        f"non-finite training loss ({loss.item()}) at iteration {model.iteration}; weights "
+        "were not updated"), dist, x.device)
     loss.backward()
     if ddp_network is not None:
         _average_other_grads(model)
@@ -475,8 +541,7 @@ def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16
     from . import plots
 
     model.eval()
-    # evenly spaced rows: split files are often sorted by class
-    rows = np.unique(np.linspace(0, len(data) - 1, min(num, len(data))).astype(int))
+    rows = data.spread_rows(num)  # split files are often sorted by class
     x = data.batch(rows).to(device)
     recon, zeroed = reconstructions(model, encoder, x, threshold=config.threshold)
     samples, _ = model.generate(num)
@@ -499,8 +564,23 @@ def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16
     return out
 
 
-def load_run(run_dir, device="cpu"):
-    """``(model, config, checkpoint)`` from a run folder (or a checkpoint file)."""
+def load_run(run_dir, device="cpu", *, trust_model=False, model_class=None):
+    """``(model, config, checkpoint)`` from a run folder (or a checkpoint file).
+
+    The model is rebuilt as the class the checkpoint records. A class from outside this
+    package is imported only when the caller opts in — ``trust_model=True``, or the class
+    itself passed as ``model_class`` (it must be the recorded one; nothing is imported then):
+    a file from someone else must not decide what code runs. Otherwise
+    :class:`~pyro_sparsegen.checkpoint.CheckpointError`, and nothing is imported.
+    """
+    config, state = read_run(run_dir)
+    model = state.build_model(device, trust_model=trust_model, model_class=model_class)
+    return model, config, state
+
+
+def read_run(run_dir):
+    """``(config, checkpoint)`` of a run folder (or a checkpoint file), without rebuilding
+    the model (nothing is imported)."""
     run_dir = os.fspath(run_dir)
     if not os.path.exists(run_dir):
         raise ckpt.CheckpointError(f"{run_dir}: no such run folder")
@@ -512,4 +592,4 @@ def load_run(run_dir, device="cpu"):
         config = TrainConfig.from_dict(state.config)
     except (ConfigError, TypeError) as e:
         raise ckpt.CheckpointError(f"{path}: stored config is invalid ({e})") from None
-    return state.build_model(device), config, state
+    return config, state

@@ -1,6 +1,8 @@
 """The scripts in ``analyses/``: each one's quick path on a tiny subset (the hidden ``--tiny``
-flag: 200 + 100 scikit-learn digits, latent size 6, three short epochs), reusing one set of
-models trained by ``run_all.py``."""
+flag: 200 + 100 scikit-learn digits, latent size 6, two seeds, three short epochs), reusing one
+set of models trained by ``run_all.py``; and the protocol's sanity on it (the noisy floor below
+the clean ceiling, accuracy falling with the noise, a model that returns its input reproducing
+the floor through the scripts' own plumbing)."""
 
 import json
 import math
@@ -9,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 ANALYSES = Path(__file__).resolve().parent.parent / "analyses"
 sys.path.insert(0, str(ANALYSES))
@@ -21,11 +25,27 @@ import denoise_quality  # noqa: E402
 import explainability  # noqa: E402
 import reconstruction_sparsity  # noqa: E402
 import run_all  # noqa: E402
+import sample_quality  # noqa: E402
+from common import ev  # noqa: E402
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           explainability)
-FIELDS = ("test_mse", "zeroed_mse", "inactive_fraction", "denoise_accuracy", "probe_accuracy")
+           sample_quality, explainability)
+FIELDS = ("test_mse", "zeroed_mse", "inactive_fraction", "mean_active", "denoise_accuracy",
+          "denoise_accuracy_clipped", "sample_fid", "probe_accuracy")
+SIGMAS = ("0.3", "0.5", "0.7")
 TINY = ["--data", "digits", "--tiny", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # as the scripts run on CPU (common.cpu_threads): tiny models, shared cores
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +53,17 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run_all")
     assert run_all.main(TINY + ["--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def results(tiny_run):
+    return json.loads((tiny_run / "results.json").read_text())
+
+
+def workspace(runs, out):
+    """A workspace reusing the models of ``runs``."""
+    return common.Workspace(common.parse_settings("test", "", TINY + ["--out", str(out),
+                                                                      "--runs", str(runs)]))
 
 
 def tables(markdown):
@@ -71,37 +102,140 @@ def assert_finite(value, where):
         assert isinstance(value, (int, float)) and math.isfinite(value), (where, value)
 
 
-def test_run_all_writes_report_and_results(tiny_run):
-    results = json.loads((tiny_run / "results.json").read_text())
+def test_run_all_writes_report_and_results(tiny_run, results):
     for key in common.MODEL_KEYS:
         for field in FIELDS:
             assert_finite(results[key][field], f"{key}.{field}")
-        assert set(results[key]["denoise_accuracy"]) == {"0.3", "0.5", "0.7"}
+        for field in ("denoise_accuracy", "denoise_accuracy_clipped"):
+            assert set(results[key][field]) == set(SIGMAS)
         assert set(results[key]["probe_accuracy"]) == {"100", "all"}
         assert 0 <= results[key]["inactive_fraction"] <= 1
-    # the Jaccard overlap is undefined (null) only when no class has an active set
-    jaccards = {}
-    for key in common.MODEL_KEYS:
-        jac = results[key]["class_jaccard"]
-        if jac is None:
-            assert results[key]["empty_class_sets"] == 10, key
-        else:
-            assert 0 <= jac <= 1, key
-            jaccards[key] = jac
-    assert jaccards, "no model has a defined class overlap"
-    assert results["meta"]["settings"]["mode"] == "tiny"
+        assert results[key]["seeds"] == [0, 1]  # the tiny mode trains two seeds
+        jac = results[key]["class_jaccard"]  # undefined only when no class has an active set
+        assert (results[key]["empty_class_sets"] == 10) if jac is None else 0 <= jac <= 1
+        if key != "sparse":  # every accuracy is compared with the sparse model's
+            for field in ("denoise_accuracy", "denoise_accuracy_clipped"):
+                for s in SIGMAS:
+                    comparison = results[key][f"{field}_comparison"][s]
+                    assert comparison["verdict"] in ("wins", "ties", "loses")
+                    assert comparison["difference"] == pytest.approx(
+                        results["sparse"][field][s] - results[key][field][s])
+            assert set(results[key]["probe_comparison"]) == {"100", "all"}
+    for field in ("denoise_accuracy", "denoise_accuracy_clipped"):
+        assert_finite(results["noisy_input"][field], f"noisy_input.{field}")
+    for key in ("sparse", "dense_abp", "dense_matched"):  # the labelled, censored variant
+        assert_finite(results[key]["denoise_accuracy_clipped_censored"], key)
+    assert results["noisy_input"]["denoise_accuracy_clipped_censored"] == \
+        results["noisy_input"]["denoise_accuracy_clipped"]
+    meta = results["meta"]
+    assert meta["settings"]["mode"] == "tiny" and meta["settings"]["seeds"] == [0, 1]
+    assert meta["baselines"]["vsc"]["options"]["alpha"] == 0.01
+    assert meta["baselines"]["beta_vae"]["lr"] == 1e-3
+    assert meta["models"]["vsc_seed1"]["early_stopping"]["min_epochs"] == 3
+    assert {"sparse", "sparse_w0.1"} == set(meta["sweep"])
+    assert {"dense_d2", "dense_matched", "dense_abp"} <= set(meta["frontier"])
+    assert len(meta["targets"]) == 8
+    fid = meta["fid_reference"]  # two halves of the test images: the estimate's noise level
+    assert fid["two halves of the test images"] < 0.2 * fid["uniform noise images"]
     report = (tiny_run / "report.md").read_text()
     assert_filled(report)
     for script in SCRIPTS:
         assert script.TITLE in report
+    assert "Targets (issue 15" in report and "sparsity_frontier.png" in report
     figures = [line[line.index("](") + 2:-1] for line in report.splitlines()
                if line.startswith("![")]
-    assert len(figures) >= 14
+    assert len(figures) >= 19  # a sample grid, a class map and traversals per model, ...
     for path in figures:
         assert (tiny_run / path).stat().st_size > 0, path
-    # matched budget: the sparse model's mean number of active coordinates, at least 1
-    sparse_active = results["sparse"]["mean_active"]
-    assert results["dense_matched"]["latent_dim"] == max(1, round(sparse_active))
+
+
+def test_protocol_sanity_floor_below_ceiling_falling_with_noise(results):
+    floor = results["noisy_input"]
+    ceiling = floor["denoise_accuracy_clean"]
+    for field in ("denoise_accuracy", "denoise_accuracy_clipped"):
+        accuracy = [floor[field][s] for s in SIGMAS]
+        assert all(a < ceiling for a in accuracy), (field, accuracy, ceiling)
+        assert accuracy[0] > accuracy[1] > accuracy[2], (field, accuracy)
+    # unclipped noise keeps more of the digit than noise clipped onto a grey background
+    assert floor["denoise_psnr"]["0.5"] == pytest.approx(-10 * np.log10(0.25), abs=0.3)
+
+
+class _Identity(torch.nn.Module):
+    """A model whose code is the image: encode flattens, decode reshapes."""
+
+    def __init__(self, image_shape):
+        super().__init__()
+        self.network = lambda z: z.reshape(len(z), *image_shape)
+
+    @staticmethod
+    def encoder(x):
+        return x.flatten(1).clone()
+
+
+def test_a_model_returning_its_input_reproduces_the_floor(tiny_run, tmp_path):
+    ws = workspace(tiny_run, tmp_path)
+    identity = _Identity(ws.test.image_shape)
+    base = ws.model("sparse")
+    ws.cached(("model", "identity", 0), lambda: common.Loaded(
+        "identity", 0, identity, base.config, identity.encoder, "", None, {}))
+    for clip in (False, True):
+        same = denoise_classify.entry(ws, "identity", clip)
+        floor = denoise_classify.entry(ws, None, clip)
+        assert same["mean"] == floor["mean"] and same["sd"] == floor["sd"]
+        for s in common.NOISE_LEVELS:
+            assert np.array_equal(ws.denoise("identity", clip=clip)[s].accuracy.correct,
+                                  ws.denoise(None, clip=clip)[s].accuracy.correct)
+    for s in common.NOISE_LEVELS:
+        assert np.array_equal(ws.denoise("identity")[s].ssim, ws.denoise(None)[s].ssim)
+    assert not (tmp_path / "models").exists()
+
+
+def test_matched_budget_comes_from_training_codes(tiny_run, tmp_path, monkeypatch):
+    ws = workspace(tiny_run, tmp_path)
+    calls, codes = [], ws.codes
+    monkeypatch.setattr(ws, "codes", lambda key, seed, split: calls.append(
+        (key, seed, split)) or codes(key, seed, split))
+    d = ws.matched_latent_dim()
+    assert calls == [("sparse", 0, "train")]
+    active = ev.sparsity_summary(codes("sparse", 0, "train"))["mean_active"]
+    assert d == max(1, round(active)) == ws.model("dense_matched").config.network.latent_dim
+
+
+def test_targets_follow_the_verdict_rule():
+    def comparison(verdict):
+        return {s: {"verdict": verdict} for s in ("0.5", "0.7")}
+
+    accuracy = {"0.5": 0.86, "0.7": 0.83}
+    results = {
+        "sparse": {"inactive_fraction": 0.9, "zeroed_mse": 0.010, "sample_fid": 3.0,
+                   "class_jaccard": 0.2, "denoise_accuracy": accuracy,
+                   "denoise_accuracy_clipped": {"0.5": 0.60, "0.7": 0.50}},
+        "dense_abp": {"test_mse": 0.004, "latent_dim": 100, "sample_fid": 2.0,
+                      "denoise_accuracy": {"0.5": 0.85, "0.7": 0.83},
+                      "denoise_accuracy_comparison": comparison("ties"),
+                      "denoise_accuracy_clipped": {"0.5": 0.55, "0.7": 0.52},
+                      "denoise_accuracy_clipped_comparison": comparison("ties")},
+        "noisy_input": {"denoise_accuracy_clipped": {"0.5": 0.50, "0.7": 0.40},
+                        "denoise_accuracy_clipped_comparison": comparison("wins")},
+    }
+    for key in ("dense_matched", "beta_vae", "vsc"):
+        results[key] = {"denoise_accuracy": {"0.5": 0.80, "0.7": 0.70},
+                        "denoise_accuracy_comparison": comparison("wins")}
+    checks = {c["target"]: c for c in run_all.targets(results)}
+    met = {name.split(",")[0] + (" clipped" if "clipped" in name else ""): c["met"]
+           for name, c in checks.items()}
+    assert met == {
+        "inactive fraction (|z| ≤ 0.2) ≥ 0.85": True,
+        "zeroed test MSE ≤ 2 × dense ABP (d = 100) test MSE": False,  # 2.5x
+        "denoise accuracy at σ = 0.5": True, "denoise accuracy at σ = 0.7": True,  # ≥, a tie
+        "denoise accuracy at σ = 0.5 clipped": True,
+        "denoise accuracy at σ = 0.7 clipped": False,  # below dense ABP's 0.52
+        "sample FID ≤ dense ABP's": False, "mean class Jaccard < 0.3": True}
+    rivals = checks["denoise accuracy at σ = 0.7, authors' protocol: ≥ every baseline"]["rivals"]
+    assert rivals == {"dense_abp": "ties", "dense_matched": "wins", "beta_vae": "wins",
+                      "vsc": "wins"}
+    table = run_all.targets_table(list(checks.values()))
+    assert "missed" in table and "(dense ABP: ties" in table
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.NAME)
@@ -123,18 +257,11 @@ def test_finished_models_are_not_retrained(tiny_run, capsys):
     assert "training" not in capsys.readouterr().err
 
 
-def test_sweep_has_default_and_one_more_weight(tiny_run):
-    results = json.loads((tiny_run / "results.json").read_text())
-    sweep = results["meta"]["sweep"]
-    assert "sparse" in sweep and len(sweep) == 2
-    for entry in sweep.values():
-        assert_finite(entry["test_mse"], "sweep test_mse")
-
-
 @pytest.mark.parametrize("argv, status, message", [
     (["--out"], 2, "expected one argument"),
     (["--out", "X", "--bogus"], 2, "unrecognized arguments"),
     (["--out", "X", "--runs", "/no/such/folder"], 2, "no such folder"),
+    (["--out", "X", "--seeds", "0"], 2, "--seeds"),
     (["--out", "X", "--data", "nosuch"], 1, "unknown data spec"),
     (["--out", "X", "--device", "tpu"], 1, "--device"),
 ])

@@ -349,14 +349,14 @@ def test_plateau_rule(losses, min_epochs, expected):
 
 def test_early_stopping_drops_the_rate_then_stops(tmp_path):
     # min_delta 0.9: nothing counts as an improvement, so epoch 2 drops the rate, epoch 3 stops
-    stopping = EarlyStopping(max_epochs=10, patience=1, min_delta=0.9)
+    stopping = EarlyStopping(max_epochs=10, patience=1, min_delta=0.9, validation_fraction=0.5)
     result = run("beta_vae", tmp_path, config=tiny_config(epochs=2), early_stopping=stopping)
     rates = [row["lr"] for row in result.metrics]
     assert rates == pytest.approx([0.01, 0.01, 0.001])
     assert all(np.isfinite(row["val_loss"]) for row in result.metrics)
-    assert result.model.iteration == 3 * 2  # 32 images - 3 held out = 29: two batches of 16
+    assert result.model.iteration == 3 * 1  # 32 images, 16 held out: one batch of 16 per epoch
     model, config, state = load_run(tmp_path)
-    assert config.optim.epochs == 3 and model.iteration == 6
+    assert config.optim.epochs == 3 and model.iteration == 3
     assert state.extra["early_stopping"]["stopped"] is True
     assert os.path.getsize(tmp_path / "samples.png") > 0
 
@@ -364,9 +364,11 @@ def test_early_stopping_drops_the_rate_then_stops(tmp_path):
 def test_early_stopping_resumes_exactly(tmp_path):
     stopping = {"max_epochs": 4, "patience": 1, "min_delta": 0.9}
     straight = run("vsc", tmp_path / "a", early_stopping=stopping, figures=False).model
-    run("vsc", tmp_path / "b", early_stopping=stopping, stop_after=1)
+    # stopped after epoch 2, where the first plateau is due: the resumed run must drop the rate
+    run("vsc", tmp_path / "b", early_stopping=stopping, stop_after=2)
     resumed = run("vsc", tmp_path / "b", early_stopping=stopping, resume=True, figures=False)
     assert resumed.model.iteration == straight.iteration
+    assert [row["lr"] for row in resumed.metrics] == pytest.approx([0.01, 0.01, 0.001])
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     with pytest.raises(ConfigError, match="early_stopping"):

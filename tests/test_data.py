@@ -35,7 +35,8 @@ def test_mnist5k_split_is_stratified_and_disjoint():
     x = test.images()
     assert x.shape == (1000, 1, 28, 28) and x.dtype == torch.float32
     assert x.min() == 0 and x.max() == 1
-    assert torch.equal(load_data("mnist5k", "test").images(5), x[:5])  # deterministic
+    rows = test.spread_rows(5)
+    assert torch.equal(load_data("mnist5k", "test").images(5), x[rows])  # deterministic
 
 
 def test_digits():
@@ -267,7 +268,8 @@ def test_h5_splits_and_unsorted_batches(tmp_path, with_labels):
     idx = [7, 2, 9, 2, 0]  # unsorted, repeated
     np.testing.assert_allclose(test.batch(idx).numpy(), images[40:][idx] / 255, atol=1e-6)
     np.testing.assert_allclose(train.batch([39, 0]).numpy(), images[[39, 0]] / 255, atol=1e-6)
-    np.testing.assert_allclose(train.images(3).numpy(), images[:3] / 255, atol=1e-6)
+    rows = train.spread_rows(3)
+    np.testing.assert_allclose(train.images(3).numpy(), images[rows] / 255, atol=1e-6)
     train.close()
     test.close()
 
@@ -491,3 +493,46 @@ def test_subset_images_and_from_arrays(small):
         ImageData.from_arrays(np.full((2, 3, 3), np.nan), name="mine")
     booleans = ImageData.from_arrays(np.eye(3, dtype=bool)[None])
     assert booleans.images().sum() == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits: class-spread subsets, never a prefix
+# ---------------------------------------------------------------------------------------------
+
+def _class_sorted(classes=10, per_class=100):
+    labels = np.repeat(np.arange(classes), per_class)
+    return ImageData.from_arrays(_images(len(labels), (2, 2)), labels, name="sorted")
+
+
+@pytest.mark.parametrize("n", [10, 37, 100, 999])
+def test_spread_subset_of_a_class_sorted_set_covers_every_class(n):
+    data = _class_sorted()
+    rows = data.spread_rows(n)
+    counts = np.bincount(data.labels[rows], minlength=10)
+    assert len(rows) == n and len(set(rows.tolist())) == n and (np.diff(rows) > 0).all()
+    assert counts.min() >= 1 and counts.max() - counts.min() <= 1  # in proportion
+    sub = data.spread_subset(n)
+    np.testing.assert_array_equal(sub.labels, data.labels[rows])  # labels follow their rows
+    assert torch.equal(sub.images(), data.batch(rows))
+    assert torch.equal(data.images(n), data.batch(rows))
+    np.testing.assert_array_equal(rows, data.spread_rows(n))  # deterministic
+    assert set(data.spread_rows(n // 2).tolist()) <= set(rows.tolist())  # nested
+
+
+def test_spread_subset_covers_small_classes_then_keeps_proportions():
+    labels = np.array([0] * 90 + [1] * 9 + [2])
+    data = ImageData.from_arrays(_images(100, (2, 2)), labels)
+    assert np.bincount(labels[data.spread_rows(3)]).tolist() == [1, 1, 1]
+    assert np.bincount(labels[data.spread_rows(20)]).tolist() == [17, 2, 1]
+
+
+def test_spread_subset_without_labels_is_a_seeded_permutation():
+    data = ImageData.from_arrays(_images(50, (2, 2)))
+    rows = data.spread_rows(10)
+    assert not np.array_equal(rows, np.arange(10))
+    np.testing.assert_array_equal(rows, data.spread_rows(10, seed=0))
+    assert not np.array_equal(rows, data.spread_rows(10, seed=1))
+    np.testing.assert_array_equal(data.spread_rows(80), np.arange(50))  # all of a small set
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            data.spread_rows(bad)

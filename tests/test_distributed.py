@@ -1,15 +1,29 @@
-"""Two CPU processes (gloo): DistributedDataParallel keeps the ranks' weights identical."""
+"""Two CPU processes (gloo), spawned once for the module: DistributedDataParallel against one
+process with the combined batch, per-rank Langevin noise and its resume, resuming with
+another world size, and a fault on one rank stopping both."""
 
+import contextlib
+import hashlib
 import os
 import socket
 import subprocess
 import sys
+import time
+from datetime import timedelta
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from pyro_sparsegen.config import ConfigError
 from pyro_sparsegen.training import load_run
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+WORLD = 2
+BATCH = 8  # per rank: 32 images are 2 batches a rank-epoch, as 1 process at batch 16
+COLLECTIVE_TIMEOUT_S = 30  # a rank left waiting in a collective fails after this
+DEADLINE_S = 240  # the whole spawn, so that a hang cannot stall the suite
 
 
 def _free_port():
@@ -18,35 +32,277 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def noisy(config):
+    """Langevin noise on, explicit step, chains from prior draws: every stream matters."""
+    config.langevin.noise, config.langevin.prior_step = True, "explicit"
+    config.langevin.init = "prior"
+    return config
+
+
+@contextlib.contextmanager
+def sgd_instead_of_adam():
+    """Plain SGD: its step is proportional to the gradient, so it sees how the loss is
+    normalised (Adam's step does not change when the gradient is scaled)."""
+    adam = torch.optim.Adam
+    torch.optim.Adam = lambda params, lr, betas: torch.optim.SGD(params, lr=lr)
+    try:
+        yield
+    finally:
+        torch.optim.Adam = adam
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+# -- what each rank runs ----------------------------------------------------------------------
+def _equivalence(rank, out):
+    from test_training import run, tiny_config
+
+    return weights(run(tiny_config(optim__batch_size=BATCH), out, figures=False).model)
+
+
+def _equivalence_sgd(rank, out):
+    from test_training import LaplaceSlab, run, tiny_config
+
+    import pyro
+
+    pyro.clear_param_store()
+    with sgd_instead_of_adam():
+        model = run(tiny_config(optim__batch_size=BATCH), out, figures=False,
+                    model_class=LaplaceSlab).model
+    return weights(model)
+
+
+def _noise_streams(rank, out):
+    """A noisy run straight through, and one stopped after epoch 1 and resumed."""
+    from test_training import run, tiny_config
+
+    from pyro_sparsegen import training
+
+    first_call = []
+    call = training.Encoder.__call__
+
+    def recording(self, x):
+        if not first_call:
+            first_call.append(torch.get_rng_state())
+        return call(self, x)
+
+    training.Encoder.__call__ = recording
+    try:
+        straight = run(noisy(tiny_config(optim__batch_size=BATCH)), os.path.join(out, "a"),
+                       figures=False).model
+    finally:
+        training.Encoder.__call__ = call
+    run(noisy(tiny_config(optim__batch_size=BATCH)), os.path.join(out, "b"), figures=False,
+        stop_after=1)
+    torch.manual_seed(12345)  # as a fresh process would start
+    resumed = run(noisy(tiny_config(optim__batch_size=BATCH)), os.path.join(out, "b"),
+                  figures=False, resume=True).model
+    return {"straight": weights(straight), "resumed": weights(resumed),
+            "first_rng": first_call[0]}
+
+
+@contextlib.contextmanager
+def _fault(kind, here, iteration):
+    """Make this rank (``here``) fail at ``iteration``: a non-finite loss, a divergence, or a
+    non-finite held-out MSE when the epoch ending there is evaluated."""
+    from pyro_sparsegen import training
+
+    if not here:
+        yield
+        return
+    if kind == "evaluation":
+        original = training.evaluate
+
+        def faulty(model, *args, **kwargs):
+            figures = original(model, *args, **kwargs)
+            if model.iteration == iteration:
+                figures["test_mse"] = float("nan")
+            return figures
+
+        training.evaluate = faulty
+        try:
+            yield
+        finally:
+            training.evaluate = original
+        return
+    if kind == "loss":
+        original = training.joint_terms
+
+        def faulty(model, z, x):
+            recon, log_prior, log_lik = original(model, z, x)
+            if model.training and model.iteration == iteration:
+                log_lik = log_lik * float("nan")
+            return recon, log_prior, log_lik
+
+        training.joint_terms = faulty
+        try:
+            yield
+        finally:
+            training.joint_terms = original
+        return
+    call = training.Encoder.__call__
+
+    def diverging(self, x):
+        z = call(self, x)
+        if self.model.training and self.model.iteration == iteration:
+            runs = self.last_run
+            self.last_run = runs._replace(divergences=torch.full_like(
+                runs.divergences, self.kernel.num_steps))
+        return z
+
+    training.Encoder.__call__ = diverging
+    try:
+        yield
+    finally:
+        training.Encoder.__call__ = call
+
+
+def _faults(rank, out):
+    """Resume a 1-epoch run; a fault on one rank at iteration 3 (mid-epoch 2), or in the
+    evaluation after epoch 2 (iteration 4)."""
+    from test_training import run, tiny_config
+
+    config = tiny_config(optim__batch_size=BATCH)
+    run(config, out, figures=False, stop_after=1)
+    before = digest(os.path.join(out, "checkpoint.h5"))
+    outcomes = {}
+    for kind, bad_rank, iteration in FAULTS:
+        start = time.monotonic()
+        try:
+            with _fault(kind, rank == bad_rank, iteration):
+                run(config, out, figures=False, resume=True)
+            outcome = ("finished", "")
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            outcome = (type(e).__name__, str(e))
+        outcomes[kind] = (*outcome, time.monotonic() - start)
+    return {"outcomes": outcomes,
+            "unchanged": before == digest(os.path.join(out, "checkpoint.h5"))}
+
+
+FAULTS = [("loss", 1, 3), ("divergence", 0, 3), ("evaluation", 1, 4)]
+SCENARIOS = {"equivalence": _equivalence, "equivalence_sgd": _equivalence_sgd,
+             "noise_streams": _noise_streams, "faults": _faults}  # faults last
+
+
 def _worker(rank, world, port, out):
     import torch.distributed as dist
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_training import tiny_config, tiny_data
-
-    from pyro_sparsegen.training import train
-
+    torch.set_default_dtype(torch.float64)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     try:
-        data = tiny_data()
-        result = train(tiny_config(), out, train_data=data.subset(range(32)),
-                       test_data=data.subset(range(32, 48)), progress=False, figures=False)
-        torch.save(result.model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+        for name, scenario in SCENARIOS.items():
+            result = scenario(rank, os.path.join(out, name))
+            torch.save(result, os.path.join(out, f"{name}.rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_two_processes_keep_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    """The folder the two ranks wrote, and a loader of their results."""
+    out = tmp_path_factory.mktemp("ddp")
+    context = mp.start_processes(_worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while not context.join(timeout=5):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the {WORLD} training processes did not finish in {DEADLINE_S} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+    def results(name):
+        return [torch.load(out / f"{name}.rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+    return out, results
+
+
+def single(config, out, **kwargs):
+    import pyro
+    from test_training import run
+
+    pyro.clear_param_store()  # a PyroParam of an earlier test's variant model must not leak in
+    return weights(run(config, out, figures=False, **kwargs).model)
+
+
+# -- the tests --------------------------------------------------------------------------------
+def test_ranks_keep_identical_weights_and_rank_0_writes_them(ddp):
+    out, results = ddp
+    a, b = results("equivalence")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    model, _, state = load_run(tmp_path)
-    assert state.progress["iteration"] == 2  # 32 images, 2 ranks, batches of 16: 1 a rank-epoch
+    model, _, state = load_run(out / "equivalence")
+    assert state.progress["iteration"] == 4 and state.progress["world_size"] == WORLD
     for key, value in model.state_dict().items():
-        assert torch.equal(value, a[key])
+        assert torch.equal(value, a[key].to(value.dtype)), key
+
+
+@pytest.mark.parametrize("scenario", ["equivalence", "equivalence_sgd"])
+def test_two_ranks_equal_one_process_with_the_combined_batch(ddp, tmp_path, float64, scenario,
+                                                             monkeypatch):
+    from test_training import LaplaceSlab, tiny_config
+
+    _, results = ddp
+    config = tiny_config(optim__batch_size=WORLD * BATCH)
+    if scenario == "equivalence_sgd":  # a learned prior parameter too: averaged by hand
+        monkeypatch.setattr(torch.optim, "Adam",
+                            lambda params, lr, betas: torch.optim.SGD(params, lr=lr))
+        expected = single(config, tmp_path, model_class=LaplaceSlab)
+    else:
+        expected = single(config, tmp_path)
+    ranks = results(scenario)
+    for key, value in expected.items():
+        torch.testing.assert_close(ranks[0][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_each_rank_draws_its_own_noise(ddp):
+    _, results = ddp
+    a, b = results("noise_streams")
+    assert not torch.equal(a["first_rng"], b["first_rng"])
+
+
+def test_noisy_resume_restores_every_ranks_streams(ddp):
+    _, results = ddp
+    for rank, result in enumerate(results("noise_streams")):
+        for key, value in result["straight"].items():
+            assert torch.equal(value, result["resumed"][key]), (rank, key)
+
+
+def test_resume_with_another_world_size_is_refused(ddp, tmp_path):
+    from test_training import tiny_config
+
+    out, _ = ddp
+    with pytest.raises(ConfigError, match=r"^the checkpoint was written by 2 process\(es\); "
+                                          r"resume it with as many \(this run has 1\)$"):
+        single(noisy(tiny_config(optim__batch_size=BATCH)), out / "noise_streams" / "b",
+               resume=True)
+
+
+@pytest.mark.parametrize("kind, bad_rank, iteration", FAULTS)
+def test_a_fault_on_one_rank_stops_every_rank(ddp, kind, bad_rank, iteration):
+    _, results = ddp
+    outcomes = [r["outcomes"][kind] for r in results("faults")]
+    expected = {"loss": f"non-finite training loss (nan) at iteration {iteration}",
+                "divergence": f"diverged in 40 of 40 chain-steps at iteration {iteration}",
+                "evaluation": "evaluation gave a non-finite test_mse after epoch 2"}[kind]
+    for rank, (error, message, seconds) in enumerate(outcomes):
+        assert error == "TrainingError", (rank, error, message)
+        assert message.startswith(f"rank {bad_rank}: ") and expected in message, message
+        assert "\n" not in message
+        assert seconds < 20, (rank, seconds)
+    assert all(r["unchanged"] for r in results("faults"))  # the checkpoint is untouched
 
 
 def test_torchrun_cli(tmp_path):

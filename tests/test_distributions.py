@@ -199,6 +199,25 @@ def test_inclusion_probability_edge_cases(float64):
     assert (r[1:] >= r[:-1]).all()
 
 
+def test_inclusion_probability_keeps_nan(float64):
+    d = SpikeAndSlab(0.3, 1.0, 0.1, validate_args=False)
+    r = d.inclusion_probability(torch.tensor([float("nan"), 0.0, 1.0]))
+    assert torch.isnan(r[0])  # not a made-up 0.5, which would count as active
+    assert torch.isfinite(r[1:]).all()
+
+
+@pytest.mark.parametrize("w", [0.5, 0.01])
+def test_tiny_spike_scales_stay_finite_in_float32(w):
+    # float32 scale**2 underflows to 0 below ~1e-19: value**2 / scale**2 was 0 / 0 at z = 0
+    d = SpikeAndSlab(w, 1.0, 1e-30)
+    z = torch.tensor([0.0, 1.0], dtype=torch.float32)
+    r = d.inclusion_probability(z)
+    assert torch.isfinite(r).all() and r[0].item() < 1e-20 and r[1].item() == 1.0
+    log_p = d.log_prob(z)
+    assert torch.isfinite(log_p[0]) and log_p[0].item() > 60  # the spike's peak, -log(1e-30) - ...
+    assert torch.isfinite(log_p[1])
+
+
 def test_inclusion_probability_matches_simulated_gates(float64):
     # draw (gate, value) pairs; among values near v, the slab fraction is r(v)
     pyro.set_rng_seed(1)

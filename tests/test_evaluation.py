@@ -29,8 +29,7 @@ def _one_thread():
 @functools.lru_cache(maxsize=None)
 def digits(split, n):
     """A class-spread subset of scikit-learn's 8x8 digits."""
-    data = psg.load_data("digits", split)
-    return data.subset(ev.spread_subset(data.labels, n, seed=0))
+    return psg.load_data("digits", split).spread_subset(n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -174,13 +173,13 @@ def test_class_overlap_follows_the_diagnostics_definition():
 
 
 # -- linear probes ---------------------------------------------------------------------------
-def test_spread_subset_is_balanced_seeded_and_not_a_prefix():
+def test_label_subset_is_the_data_helper_on_labels():
     labels = np.repeat(np.arange(4), [40, 30, 20, 10])  # sorted by class, as split files are
-    rows = ev.spread_subset(labels, 10, seed=1)
-    assert np.bincount(labels[rows]).tolist() == [4, 3, 2, 1]
-    assert np.array_equal(rows, ev.spread_subset(labels, 10, seed=1))
-    assert not np.array_equal(rows, ev.spread_subset(labels, 10, seed=2))
-    assert np.array_equal(ev.spread_subset(labels, 200), np.arange(100))
+    rows = ev.label_subset(labels, 10, seed=1)
+    assert np.bincount(labels[rows], minlength=4).tolist() == [4, 3, 2, 1]
+    data = psg.ImageData.from_arrays(np.zeros((100, 2, 2), dtype=np.uint8), labels)
+    assert np.array_equal(rows, data.spread_rows(10, seed=1))
+    assert np.array_equal(ev.label_subset(labels, 200), np.arange(100))
 
 
 def test_linear_probe_on_codes_that_hold_the_label():
@@ -194,6 +193,13 @@ def test_linear_probe_on_codes_that_hold_the_label():
     noise = ev.linear_probe(g.standard_normal((300, 3)), train_y, test_z, test_y,
                             label_counts=(None,))
     assert noise["all"].mean < 0.6
+    # with 30 labels: the class-spread subset of 30 training codes, nothing else
+    hard, hard_test = (np.eye(3)[y] + 0.8 * g.standard_normal((300, 3)) for y in (train_y,) * 2)
+    few = ev.linear_probe(hard, train_y, hard_test, train_y, label_counts=(30, None))
+    rows = ev.label_subset(train_y, 30, seed=0)
+    by_hand = ev.fit_logistic(hard[rows], train_y[rows]).predict(hard_test) == train_y
+    assert np.array_equal(few["30"].correct[0], by_hand)
+    assert not np.array_equal(few["30"].correct, few["all"].correct)
 
 
 # -- paired comparison ------------------------------------------------------------------------
@@ -261,7 +267,7 @@ def extractor():
 def test_fid_small_on_two_halves_large_on_noise():
     test = digits("test", 300)
     x = test.images().numpy()
-    first = ev.spread_subset(test.labels, 150, seed=0)
+    first = test.spread_rows(150)
     second = np.setdiff1d(np.arange(300), first)
     assert extractor().accuracy(x, test.labels) > 0.85  # the features know the digits
     halves = ev.fid(extractor(), x[first], x[second])
@@ -293,3 +299,68 @@ def test_sparsified_samples_decode_codes_with_exact_zeros():
     expected = ev.decode(model, z * mask).numpy()
     assert np.allclose(ev.sample_images(model, 50, seed=5, sparsify=True), expected)
     assert not np.allclose(ev.sample_images(model, 50, seed=5), expected)
+
+
+# -- the command line follows the same noise protocol ------------------------------------------
+def test_cli_reconstruct_noise_is_unclipped_unless_asked(tmp_path, monkeypatch):
+    from pyro_sparsegen import cli, training
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--out", str(run), "--data", "digits", "--epochs", "1",
+                     "--latent-dim", "4", "--num-steps", "3", "--eval-images", "20",
+                     "--batch-size", "200", "--quiet", "--device", "cpu"]) == 0
+    seen, original = [], training.reconstructions
+
+    def spy(model, encoder, x, **kwargs):
+        seen.append(kwargs["observed"])
+        return original(model, encoder, x, **kwargs)
+
+    monkeypatch.setattr(training, "reconstructions", spy)
+    for extra in ([], ["--clip"]):
+        assert cli.main(["reconstruct", str(run), "--noise", "0.5", "--num", "8", "--out",
+                         str(tmp_path / "r.png"), "--device", "cpu", *extra]) == 0
+    unclipped, clipped = seen
+    assert unclipped.min() < -0.3 and unclipped.max() > 1.3
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    assert torch.equal(clipped, unclipped.clamp(0, 1))  # the same draws, clipped
+
+
+# -- the labelled variant: inference under a censored likelihood --------------------------------
+def test_censored_normal_log_prob_by_hand(float64):
+    loc = torch.tensor([[0.2, 0.5, 0.9]])
+    value = torch.tensor([[0.0, 0.4, 1.0]])
+    d = ev.CensoredNormal(loc, 0.3, event_dim=1)
+    normal = torch.distributions.Normal(loc, 0.3)
+    expected = (torch.log(normal.cdf(torch.tensor(0.0)))[0, 0]
+                + normal.log_prob(value)[0, 1]
+                + torch.log(1 - normal.cdf(torch.tensor(1.0)))[0, 2])
+    assert d.log_prob(value).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert d.batch_shape == (1,) and d.event_shape == (3,)
+    draws = ev.CensoredNormal(loc.expand(20000, 3), 0.3).sample()
+    assert draws.min() == 0.0 and draws.max() == 1.0  # clipped draws land on the bounds
+    assert (draws[:, 0] == 0).double().mean().item() == pytest.approx(
+        normal.cdf(torch.tensor(0.0))[0, 0].item(), abs=0.02)
+
+
+def test_censored_model_infers_against_the_clipping():
+    torch.manual_seed(0)
+    model = psg.SparseGenerator(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,)),
+                                schedule=psg.schedules.constant(0.9, 1.0, 0.5))
+    clipped = ev.censored(model)
+    x = torch.rand(5, 1, 8, 8)
+    x[:, :, :4] = 0.0  # pixels at the bound
+    z = torch.randn(5, 4)
+    expected = ev.CensoredNormal(model.network(z), model.noise_scale, event_dim=3).log_prob(x)
+    assert torch.allclose(clipped.likelihood(z).log_prob(x), expected)
+    assert type(model).likelihood is psg.SparseGenerator.likelihood  # the original is intact
+    config = psg.TrainConfig.from_dict({"network": {"latent_dim": 4},
+                                        "langevin": {"sparsify": False, "step_size": 0.3}})
+    a = psg.make_encoder(clipped, config)(x)
+    b = psg.make_encoder(model, config)(x)
+    assert not torch.allclose(a, b)  # the kernel sees the censored likelihood
+    import pyro.poutine as poutine
+
+    site = poutine.trace(clipped).get_trace(x).nodes["x"]
+    assert isinstance(site["fn"], ev.CensoredNormal)
+    with pytest.raises(ValueError, match="ABP model"):
+        ev.censored(psg.baselines.BetaVAE(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,))))

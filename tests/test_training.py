@@ -1,5 +1,7 @@
 import csv
 import os
+import random
+import signal
 
 import numpy as np
 import pyro.distributions as dist
@@ -8,12 +10,13 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyro_sparsegen import SparseGenerator
+from pyro_sparsegen import SparseGenerator, checkpoint, encode_dataset, training
 from pyro_sparsegen.checkpoint import CheckpointError
 from pyro_sparsegen.config import ConfigError, TrainConfig
 from pyro_sparsegen.data import ImageData
-from pyro_sparsegen.training import (TrainingError, evaluate, load_run, make_encoder, make_kernel,
-                                     train)
+from pyro_sparsegen.networks import MLPGenerator
+from pyro_sparsegen.training import (Encoder, TrainingError, active_mask, evaluate, load_run,
+                                     make_encoder, make_kernel, train)
 
 
 def tiny_data(n=48, seed=0):
@@ -38,10 +41,25 @@ def tiny_config(**overrides):
     return config.validate()
 
 
-def run(config, out, **kwargs):
+def run(config, out, *, interrupt_at=None, **kwargs):
+    """Train on the first 32 tiny images, evaluate on the other 16. ``interrupt_at=n``: a
+    Ctrl-C (SIGINT) arrives while the n-th batch of this call (from 1) is handed out, so
+    training stops after it, checkpointed, mid-epoch or not."""
     data = tiny_data()
-    return train(config, out, train_data=data.subset(range(32)), test_data=data.subset(
-        range(32, 48)), progress=False, **kwargs)
+    train_data = data.subset(range(32))
+    if interrupt_at is not None:
+        original, count = train_data.batches, [0]
+
+        def batches_then_sigint(*args, **kw):
+            for item in original(*args, **kw):
+                count[0] += 1
+                if count[0] == interrupt_at:
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield item
+
+        train_data.batches = batches_then_sigint
+    return train(config, out, train_data=train_data, test_data=data.subset(range(32, 48)),
+                 progress=False, **kwargs)
 
 
 def weights(model):
@@ -116,22 +134,8 @@ def test_divergence_stops_without_writing_nan(tmp_path):
 
 def test_interrupt_saves_mid_epoch_and_resumes_exactly(tmp_path):
     straight = run(tiny_config(), tmp_path / "a", figures=False).model
-
-    data = tiny_data()
-    train_data = data.subset(range(32))
-    calls = {"n": 0}
-    original = train_data.batches
-
-    def batches_then_sigint(*args, **kwargs):
-        for i, item in enumerate(original(*args, **kwargs)):
-            calls["n"] += 1
-            if calls["n"] == 3:  # the first batch of epoch 2 (two batches an epoch)
-                os.kill(os.getpid(), __import__("signal").SIGINT)
-            yield item
-
-    train_data.batches = batches_then_sigint
-    result = train(tiny_config(), tmp_path / "b", train_data=train_data,
-                   test_data=data.subset(range(32, 48)), progress=False, figures=False)
+    # the first batch of epoch 2 (two batches an epoch)
+    result = run(tiny_config(), tmp_path / "b", figures=False, interrupt_at=3)
     assert result.interrupted and result.model.iteration == 3
     resumed = run(tiny_config(), tmp_path / "b", resume=True, figures=False)
     assert resumed.model.iteration == 4
@@ -153,9 +157,10 @@ class LaplaceSlab(SparseGenerator):
 def test_variant_prior_trains_resumes_encodes_samples(tmp_path):
     first = run(tiny_config(), tmp_path, model_class=LaplaceSlab, stop_after=1)
     assert type(first.model) is LaplaceSlab
-    resumed = run(tiny_config(), tmp_path, resume=True)
+    # a class from outside the package: passing it is the opt-in to load it
+    resumed = run(tiny_config(), tmp_path, resume=True, model_class=LaplaceSlab)
     assert type(resumed.model) is LaplaceSlab
-    model, config, _ = load_run(tmp_path)
+    model, config, _ = load_run(tmp_path, model_class=LaplaceSlab)
     assert isinstance(model, LaplaceSlab)
     assert torch.allclose(model.laplace_scale, resumed.model.laplace_scale)
     assert not torch.allclose(model.laplace_scale, torch.tensor(0.5))  # it was learned
@@ -177,3 +182,162 @@ def test_evaluate_zeroed_mse_uses_exact_zeros(tmp_path):
         expected = ((model.network(torch.zeros(1, 6)) - x) ** 2).mean().item()
     assert huge["inactive_fraction_threshold"] == 1.0
     assert huge["zeroed_mse"] == pytest.approx(expected, rel=1e-5)
+
+
+# -- resume with every random draw on ----------------------------------------------------------
+# Streams training consumes, on the CPU: torch's (Langevin noise, prior starts). The shuffling
+# has its own generator per (seed, epoch); the global Python and NumPy streams are not drawn
+# from; CUDA's is consumed instead of torch's CPU stream when training on a GPU.
+def noisy_config(**overrides):
+    """Noise on with the explicit step, chains from prior draws, 4 batches an epoch."""
+    return tiny_config(langevin__noise=True, langevin__prior_step="explicit",
+                       langevin__init="prior", optim__batch_size=8, **overrides)
+
+
+def scramble_streams():
+    """Move every global stream, as a fresh process would start elsewhere."""
+    random.seed(101)
+    np.random.seed(101)
+    torch.manual_seed(101)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(101)
+
+
+def stopped_then_resumed(out, stop, config=None):
+    """Train (noisy) until ``stop`` ("epoch": after epoch 1; "mid-epoch": after 2 of its 4
+    batches), scramble the streams, resume to the end; the resumed model."""
+    config = config or noisy_config()
+    first = run(config, out, figures=False, **(
+        {"stop_after": 1} if stop == "epoch" else {"interrupt_at": 2}))
+    assert first.model.iteration == (4 if stop == "epoch" else 2)
+    scramble_streams()
+    return run(config, out, figures=False, resume=True).model
+
+
+def same_weights(a, b):
+    return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def noisy_straight(tmp_path_factory):
+    torch.manual_seed(0)
+    return run(noisy_config(), tmp_path_factory.mktemp("straight"), figures=False).model
+
+
+@pytest.mark.parametrize("stop", ["epoch", "mid-epoch"])
+def test_noisy_resume_is_bit_exact(noisy_straight, tmp_path, stop):
+    resumed = stopped_then_resumed(tmp_path, stop)
+    assert resumed.iteration == noisy_straight.iteration == 8
+    assert same_weights(noisy_straight, resumed)
+
+
+@pytest.mark.parametrize("stop", ["epoch", "mid-epoch"])
+def test_resume_without_the_torch_stream_is_not_exact(noisy_straight, tmp_path, monkeypatch,
+                                                      stop):
+    monkeypatch.setitem(checkpoint.RNG_RESTORERS, "torch", lambda state: None)
+    assert not same_weights(noisy_straight, stopped_then_resumed(tmp_path, stop))
+
+
+@pytest.mark.parametrize("stream", ["python", "numpy"])
+def test_streams_training_does_not_draw_from_do_not_matter(noisy_straight, tmp_path,
+                                                           monkeypatch, stream):
+    monkeypatch.setitem(checkpoint.RNG_RESTORERS, stream, lambda state: None)
+    assert same_weights(noisy_straight, stopped_then_resumed(tmp_path, "mid-epoch"))
+
+
+def test_training_leaves_the_python_and_numpy_streams_where_seeding_put_them(tmp_path):
+    run(noisy_config(), tmp_path, figures=False)
+    after = random.getstate(), np.random.get_state()
+    random.seed(0)
+    np.random.seed(0)
+    assert after[0] == random.getstate()
+    assert all(np.array_equal(a, b) for a, b in zip(after[1], np.random.get_state()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_noisy_resume_on_cuda_needs_the_cuda_stream(tmp_path, monkeypatch):
+    config = noisy_config()
+    config.device = "cuda"
+    straight = run(config, tmp_path / "a", figures=False).model
+    assert same_weights(straight, stopped_then_resumed(tmp_path / "b", "mid-epoch", config))
+    monkeypatch.setitem(checkpoint.RNG_RESTORERS, "cuda", lambda state: None)
+    assert not same_weights(straight, stopped_then_resumed(tmp_path / "c", "mid-epoch", config))
+
+
+def test_building_the_kernel_target_leaves_the_rng_alone():
+    model = SparseGenerator(MLPGenerator(3, (1, 4, 4), hidden=(5,)))
+    kernel = make_kernel(model, tiny_config())
+    x = torch.rand(2, 1, 4, 4)
+    before = torch.get_rng_state()
+    kernel._dynamics((x,), {})  # builds the target: traces the model
+    assert torch.equal(before, torch.get_rng_state())
+
+
+# -- non-finite codes ------------------------------------------------------------------------
+def test_a_non_finite_code_stops_training(tmp_path, monkeypatch):
+    infer = training.ShortRunLangevin.infer
+
+    def nan_at_iteration_1(self, *args, **kwargs):
+        out = infer(self, *args, **kwargs)
+        if self.model.training and self.model.iteration == 1:
+            out["z"] = out["z"].clone()
+            out["z"][0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(training.ShortRunLangevin, "infer", nan_at_iteration_1)
+    with pytest.raises(TrainingError, match=r"^non-finite codes \(1 coordinates\) at "
+                                            "iteration 1;") as info:
+        run(tiny_config(), tmp_path, figures=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "checkpoint.h5").exists()  # nothing was saved
+
+
+def test_a_nan_code_is_never_active(float64):
+    model = SparseGenerator(MLPGenerator(3, (1, 4, 4), hidden=(5,)))
+    z = torch.tensor([[float("nan"), 0.0, 3.0]])
+    by_threshold, by_inclusion = active_mask(model, z, threshold=0.2)
+    assert by_threshold.tolist() == [[False, False, True]]
+    assert by_inclusion[0, 0].item() is False and by_inclusion[0, 2].item() is True
+    assert torch.isnan(model.inclusion_probability(z)[0, 0])
+
+
+# -- limits take class-spread subsets ---------------------------------------------------------
+def label_pixels(classes=10, per_class=30):
+    """A class-sorted set whose every pixel is its label / 10."""
+    labels = np.repeat(np.arange(classes), per_class)
+    images = np.broadcast_to((labels / 10.0)[:, None, None], (len(labels), 4, 4))
+    return ImageData.from_arrays(images.astype(np.float32), labels)
+
+
+class PixelCode(torch.nn.Module):
+    """An amortised 'model' whose one-number code is the image's mean pixel."""
+
+    latent_dim = 1
+
+    def encode(self, x):
+        return x.flatten(1).mean(1, keepdim=True)
+
+    def network(self, z):
+        return z[:, :, None, None].expand(-1, 1, 4, 4)
+
+
+def test_evaluate_limit_spreads_over_the_classes():
+    data, seen = label_pixels(), []
+
+    def encoder(x):
+        seen.append(x)
+        return PixelCode().encode(x)
+
+    model = SparseGenerator(MLPGenerator(1, (1, 4, 4), hidden=(5,)))
+    evaluate(model, data, encoder, limit=20, batch_size=7)
+    x = torch.cat(seen)
+    assert torch.equal(x, data.spread_subset(20).images())
+    labels = (x.flatten(1).mean(1) * 10).round().long()
+    assert np.bincount(labels.numpy()).tolist() == [2] * 10
+
+
+def test_encode_dataset_limit_spreads_and_labels_follow_the_rows():
+    data, model = label_pixels(), PixelCode()
+    codes = encode_dataset(model, data, Encoder(model, None), limit=15, batch_size=4)
+    assert set(codes["labels"].tolist()) == set(range(10))  # not the first classes only
+    np.testing.assert_allclose(codes["z"][:, 0], codes["labels"] / 10.0, rtol=1e-6)

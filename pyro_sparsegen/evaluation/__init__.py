@@ -26,7 +26,8 @@ The protocols (details in each module):
   encodes a clean one; a linear classifier (logistic regression) trained on clean training
   pixels labels the reconstructions ``g(z*)``. PSNR / SSIM against the *clean* image (the
   authors' ``test_noise`` compares with the noisy one, a slip). The clipped variant is a second,
-  harder table.
+  harder table; :mod:`~.corruption` gives its labelled variant, inference with a censored
+  Gaussian likelihood that models the clipping (:func:`censored`).
 - :mod:`~.probes`: linear probes on the codes with 100 / 1,000 / all labels.
 - :mod:`~.sparsity`: test MSE, zeroed MSE (every ``|z_j| <= 0.2`` set to 0), inactive fraction,
   mean active coordinates, class usage and the class Jaccard overlap.
@@ -40,6 +41,7 @@ The protocols (details in each module):
 """
 
 from .adapters import decode, encode, reconstruct, sample_images
+from .corruption import CensoredNormal, censored
 from .compare import Accuracy, PairedComparison, mcnemar_exact, mean_sd, paired_comparison, verdict
 from .denoise import (NOISE_LEVELS, REPEATS, DenoiseRun, PixelClassifier, denoise,
                       denoise_accuracy, denoise_accuracy_clipped, fit_logistic,
@@ -47,17 +49,17 @@ from .denoise import (NOISE_LEVELS, REPEATS, DenoiseRun, PixelClassifier, denois
 from .fid import (FeatureClassifier, fid, fit_feature_classifier, frechet_distance,
                   gaussian_statistics, sample_fid)
 from .noise import add_noise
-from .probes import LABEL_COUNTS, count_name, linear_probe, spread_subset
+from .probes import LABEL_COUNTS, count_name, label_subset, linear_probe
 from .sparsity import (THRESHOLD, class_overlap, class_usage, codes_posterior, encode_codes,
                        reconstruction_sparsity, sparsity_summary)
 
 __all__ = [
-    "Accuracy", "DenoiseRun", "FeatureClassifier", "LABEL_COUNTS", "NOISE_LEVELS",
+    "Accuracy", "CensoredNormal", "DenoiseRun", "FeatureClassifier", "LABEL_COUNTS", "NOISE_LEVELS",
     "PairedComparison", "PixelClassifier", "REPEATS", "THRESHOLD", "add_noise", "class_overlap",
-    "class_usage", "codes_posterior", "count_name", "decode", "denoise", "denoise_accuracy",
+    "censored", "class_usage", "codes_posterior", "count_name", "decode", "denoise", "denoise_accuracy",
     "denoise_accuracy_clipped", "encode", "encode_codes", "fid", "fit_feature_classifier",
     "fit_logistic", "fit_pixel_classifier", "frechet_distance", "gaussian_statistics",
-    "image_quality", "linear_probe", "mcnemar_exact", "mean_sd", "paired_comparison",
+    "image_quality", "label_subset", "linear_probe", "mcnemar_exact", "mean_sd", "paired_comparison",
     "reconstruct", "reconstruction_sparsity", "sample_fid", "sample_images", "sparsity_summary",
-    "spread_subset", "verdict",
+    "verdict",
 ]

@@ -1,11 +1,13 @@
 """Linear probes on the codes: how much of the label a linear read-out of ``z`` recovers.
 
 A logistic regression on standardised codes of the training images, trained with 100, 1,000
-or all labels (a class-spread, seeded subset of the training images), scored on the codes of
-the test images.
+or all labels (a class-spread, seeded subset of the training images:
+:meth:`pyro_sparsegen.ImageData.spread_rows`), scored on the codes of the test images.
 """
 
 import numpy as np
+
+from ..data import ImageData
 
 from .compare import Accuracy
 from .denoise import fit_logistic
@@ -13,25 +15,12 @@ from .denoise import fit_logistic
 LABEL_COUNTS = (100, 1000, None)  # None: all training labels
 
 
-def spread_subset(labels, n, *, seed=0):
-    """Sorted positions of ``n`` of ``labels``, spread over the classes in proportion to
-    their sizes (largest remainders), each class's members taken in a seeded random order;
-    all positions when ``n >= len(labels)``. Deterministic in ``seed``; never a prefix (split
-    files are often sorted by class)."""
+def label_subset(labels, n, *, seed=0):
+    """:meth:`pyro_sparsegen.ImageData.spread_rows` for a bare label array: sorted positions
+    of a deterministic, class-spread subset of ``n`` of ``labels`` (never a prefix)."""
     labels = np.asarray(labels)
-    total = len(labels)
-    if n >= total:
-        return np.arange(total)
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n!r}")
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = counts * n / total
-    take = np.floor(quota).astype(int)
-    order = np.argsort(-(quota - take), kind="stable")
-    take[order[:n - take.sum()]] += 1
-    rows = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
-    return np.sort(np.concatenate(rows)).astype(np.int64)
+    view = ImageData.from_arrays(np.zeros((len(labels), 1, 1, 1), dtype=np.uint8), labels)
+    return view.spread_rows(int(n), seed)
 
 
 def count_name(count):
@@ -56,8 +45,8 @@ def linear_probe(train_codes, train_labels, test_codes, test_labels, *,
     for count in label_counts:
         if count is not None and count >= len(train_labels):
             continue
-        rows = spread_subset(train_labels, len(train_labels) if count is None else count,
-                             seed=seed)
+        rows = label_subset(train_labels, len(train_labels) if count is None else count,
+                            seed=seed)
         classifier = fit_logistic(train_codes[rows], train_labels[rows], seed=seed)
         out[count_name(count)] = Accuracy(classifier.predict(test_codes) == test_labels)
     return out

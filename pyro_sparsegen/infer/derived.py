@@ -106,13 +106,14 @@ def fold_constants(gm):
     return gm
 
 
-def derive(fn, example_inputs):
+def derive(fn, example_inputs, model=None):
     """``make_fx`` of ``fn`` at ``example_inputs`` (a tuple of pytrees), dead code removed and
-    constants folded. The trace runs the function once, under a forked RNG."""
+    constants folded. The trace runs the function once, under a forked RNG (of the devices
+    of the inputs and of ``model``'s parameters)."""
     def traced(*inputs):  # a plain function (make_fx reads the signature of methods wrongly)
         return fn(*inputs)
 
-    with _forked_rng(example_inputs), pyro.validation_enabled(False):
+    with _forked_rng(example_inputs, model), pyro.validation_enabled(False):
         gm = make_fx(traced)(*example_inputs)
     _drop_detach(gm.graph)
     try:  # common subexpressions: e.g. a distribution's terms computed by two of its methods
@@ -242,9 +243,10 @@ class Dynamics:
     def _derive(self, state, randoms, step_size, global_step_size):
         tensors = list(self._tensors)
         try:
-            graph_init = derive(self._eager_init, (state.position, state.glob, tensors))
+            model = getattr(self.target, "model", None)
+            graph_init = derive(self._eager_init, (state.position, state.glob, tensors), model)
             graph_step = derive(self._eager_step,
-                                (state, randoms, step_size, global_step_size, tensors))
+                                (state, randoms, step_size, global_step_size, tensors), model)
         except Exception as e:  # noqa: BLE001 - any tracing failure means: run eagerly
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self._give_up(f"the model's density could not be traced into a graph "
@@ -271,7 +273,8 @@ class Dynamics:
     def _validate(self, graph_init, graph_step, state, randoms, step_size, global_step_size,
                   tensors):
         """The graph against the trace at two random points and for one transition."""
-        with _forked_rng((state.position,)), torch.no_grad():
+        model = getattr(self.target, "model", None)
+        with _forked_rng(state.position, model), torch.no_grad():
             torch.manual_seed(0)
             for _ in range(2):
                 position = state.position + torch.randn_like(state.position)

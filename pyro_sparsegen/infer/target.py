@@ -130,7 +130,7 @@ class ModelTarget:
     def __init__(self, model, args, kwargs, chain_plate=None, replicas=0):
         self.model, self.args, self.kwargs = model, args, kwargs
         self.replicas = int(replicas)
-        with _forked_rng(args, kwargs):
+        with _forked_rng(model, args, kwargs):
             trace = poutine.trace(model).get_trace(*args, **kwargs)
         latent, observed = [], []
         for site in trace.nodes.values():
@@ -412,11 +412,15 @@ def _replicated(replicas, dim):
 
 
 def _cuda_devices(*trees):
-    devices = set()
+    """Indices of the CUDA devices the tensors (and modules' parameters) in ``trees`` and the
+    default device use."""
+    devices = {torch.get_default_device()}
 
     def visit(value):
-        if isinstance(value, torch.Tensor) and value.is_cuda:
-            devices.add(value.device.index or 0)
+        if isinstance(value, torch.Tensor):
+            devices.add(value.device)
+        elif isinstance(value, torch.nn.Module):
+            devices.update(p.device for p in value.parameters())
         elif isinstance(value, (list, tuple)):
             for v in value:
                 visit(v)
@@ -426,15 +430,13 @@ def _cuda_devices(*trees):
 
     for tree in trees:
         visit(tree)
-    return sorted(devices)
+    return sorted({torch.cuda.current_device() if d.index is None else d.index
+                   for d in devices if d.type == "cuda"})
 
 
 def _forked_rng(*trees):
     """Run a block without consuming the global RNG (CPU and the CUDA devices in use)."""
-    devices = _cuda_devices(*trees)
-    if not devices and torch.cuda.is_available() and torch.cuda.is_initialized():
-        devices = [torch.cuda.current_device()]
-    return torch.random.fork_rng(devices=devices)
+    return torch.random.fork_rng(devices=_cuda_devices(*trees))
 
 
 def _check_continuous(site):
@@ -467,7 +469,7 @@ def _dependencies(model, args, kwargs, latent):
     leaves = {s["name"]: s["value"].detach().clone().requires_grad_(
         s["value"].is_floating_point()) for s in latent}
     names = list(leaves)
-    with _forked_rng(args, kwargs), torch.enable_grad(), pyro.validation_enabled(False):
+    with _forked_rng(model, args, kwargs), torch.enable_grad(), pyro.validation_enabled(False):
         with _Evaluate(leaves) as ev:
             model(*args, **kwargs)
         inputs = [leaves[n] for n in names]
