@@ -70,8 +70,8 @@ def run(ws):
 
     results, blocks, curves = {}, [], {}
     seeds = len(ws.seeds)
-    spread = f"sd over {seeds} training seeds" if seeds > 1 else \
-        f"sd over {ws.repeats} noise draws"
+    spread = f"sd over {seeds} training seeds (the floor: over the noise draws)" \
+        if seeds > 1 else "sd over the noise draws"
     blocks.append(
         f"Accuracy (%) of one logistic regression trained on the {len(ws.train)} clean "
         f"training images, on the {len(ws.test)} test images: for a model, on its "
