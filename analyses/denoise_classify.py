@@ -4,8 +4,8 @@
 image exactly as it encodes a clean one; a logistic regression trained on the clean training
 pixels classifies the reconstructions; 5 noise repeats (the same noisy images for every model).
 A second, harder table clips the noisy images to [0, 1]; a third, labelled variant infers the
-clipped images under a censored Gaussian likelihood (ABP models). Each accuracy comes with its paired
-comparison against the sparse model on the same images (difference ± standard error; within
+clipped images under a censored Gaussian likelihood (ABP models). Each accuracy comes with its
+paired comparison against the sparse model on the same images (difference ± standard error; within
 one standard error: a tie).
 
     python analyses/denoise_classify.py --data mnist5k --out runs/analysis --quick
