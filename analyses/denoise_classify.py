@@ -4,8 +4,8 @@
 image exactly as it encodes a clean one; a logistic regression trained on the clean training
 pixels classifies the reconstructions; 5 noise repeats (the same noisy images for every model).
 A second, harder table clips the noisy images to [0, 1]; a third, labelled variant infers the
-clipped images under a censored Gaussian likelihood (ABP models). Each accuracy comes with its paired
-comparison against the sparse model on the same images (difference ± standard error; within
+clipped images under a censored Gaussian likelihood (ABP models). Each accuracy comes with its
+paired comparison against the sparse model on the same images (difference ± standard error; within
 one standard error: a tie).
 
     python analyses/denoise_classify.py --data mnist5k --out runs/analysis --quick
@@ -70,8 +70,8 @@ def run(ws):
 
     results, blocks, curves = {}, [], {}
     seeds = len(ws.seeds)
-    spread = f"sd over {seeds} training seeds" if seeds > 1 else \
-        f"sd over {ws.repeats} noise draws"
+    spread = f"sd over {seeds} training seeds (the floor: over the noise draws)" \
+        if seeds > 1 else "sd over the noise draws"
     blocks.append(
         f"Accuracy (%) of one logistic regression trained on the {len(ws.train)} clean "
         f"training images, on the {len(ws.test)} test images: for a model, on its "

@@ -2,7 +2,7 @@
 figure, and the verdicts of the sparse recipe's targets) and ``OUT/results.json`` (the numbers,
 for machines).
 
-    # about 12-14 minutes on an idle 2-core machine, all training included (one seed)
+    # about 13 minutes on an idle 2-core machine, all training included (one seed)
     python analyses/run_all.py --data mnist5k --out runs/analysis --quick
     # the configs' full length (20 epochs), 3 seeds per main model: a long run or a GPU
     python analyses/run_all.py --data idx:data/mnist --out runs/mnist

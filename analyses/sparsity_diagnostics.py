@@ -22,7 +22,6 @@ import warnings
 warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor",
                         category=FutureWarning)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pyro_sparsegen as psg  # noqa: E402
@@ -44,7 +43,7 @@ def demo_model_and_data(num_images, latent_dim, seed):
 
 def run_model_and_data(run_dir, data_spec, split, num_images, device, seed):
     """The trained model of a run folder and ``num_images`` images of its (or the given)
-    data, drawn at random without replacement (data files are often sorted by class)."""
+    data, a seeded class-spread subset (data files are often sorted by class)."""
     try:
         from pyro_sparsegen.training import load_run
         from pyro_sparsegen.data import load_data
@@ -56,7 +55,7 @@ def run_model_and_data(run_dir, data_spec, split, num_images, device, seed):
         data = load_data(data_spec or config.data.spec, split)
     except ValueError as e:  # CheckpointError, DataError: a one-line reason
         sys.exit(f"sparsity_diagnostics: {e}")
-    rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:num_images])
+    rows = data.spread_rows(num_images, seed)
     x = data.batch(rows).to(device)
     labels = None if data.labels is None else data.labels[rows]
     kernel = {"step_size": config.langevin.step_size, "prior_step": config.langevin.prior_step}

@@ -41,8 +41,8 @@ The protocols (details in each module):
 """
 
 from .adapters import decode, encode, reconstruct, sample_images
-from .corruption import CensoredNormal, censored
 from .compare import Accuracy, PairedComparison, mcnemar_exact, mean_sd, paired_comparison, verdict
+from .corruption import CensoredNormal, censored
 from .denoise import (NOISE_LEVELS, REPEATS, DenoiseRun, PixelClassifier, denoise,
                       denoise_accuracy, denoise_accuracy_clipped, fit_logistic,
                       fit_pixel_classifier, image_quality)
@@ -54,12 +54,12 @@ from .sparsity import (THRESHOLD, class_overlap, class_usage, codes_posterior, e
                        reconstruction_sparsity, sparsity_summary)
 
 __all__ = [
-    "Accuracy", "CensoredNormal", "DenoiseRun", "FeatureClassifier", "LABEL_COUNTS", "NOISE_LEVELS",
-    "PairedComparison", "PixelClassifier", "REPEATS", "THRESHOLD", "add_noise", "class_overlap",
-    "censored", "class_usage", "codes_posterior", "count_name", "decode", "denoise", "denoise_accuracy",
-    "denoise_accuracy_clipped", "encode", "encode_codes", "fid", "fit_feature_classifier",
-    "fit_logistic", "fit_pixel_classifier", "frechet_distance", "gaussian_statistics",
-    "image_quality", "label_subset", "linear_probe", "mcnemar_exact", "mean_sd", "paired_comparison",
-    "reconstruct", "reconstruction_sparsity", "sample_fid", "sample_images", "sparsity_summary",
-    "verdict",
+    "Accuracy", "add_noise", "censored", "CensoredNormal", "class_overlap", "class_usage",
+    "codes_posterior", "count_name", "decode", "denoise", "denoise_accuracy",
+    "denoise_accuracy_clipped", "DenoiseRun", "encode", "encode_codes", "FeatureClassifier", "fid",
+    "fit_feature_classifier", "fit_logistic", "fit_pixel_classifier", "frechet_distance",
+    "gaussian_statistics", "image_quality", "LABEL_COUNTS", "label_subset", "linear_probe",
+    "mcnemar_exact", "mean_sd", "NOISE_LEVELS", "paired_comparison", "PairedComparison",
+    "PixelClassifier", "reconstruct", "reconstruction_sparsity", "REPEATS", "sample_fid",
+    "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
 ]
