@@ -1,30 +1,35 @@
 """pyro_sparsegen: sparse latent generator models with spike-and-slab priors, in Pyro.
 
-The public API: the prior (:class:`SpikeAndSlab`, :mod:`schedules`), the generator networks,
-the Pyro model (:class:`SparseGenerator`), the inference kernel (:class:`ShortRunLangevin`),
-training (:class:`TrainConfig`, :func:`train`, :func:`load_run`), data (:func:`load_data`),
-codes (:func:`encode_dataset`) and the ArviZ analyses (:mod:`diagnostics`, :mod:`plots`).
+The public API: the prior (:class:`SpikeAndSlab`, :mod:`schedules`, :class:`Annealed`), the
+generator networks, the Pyro model (:class:`SparseGenerator`, or any Pyro function following
+the generator convention, :class:`FunctionModel`), inference (:class:`ShortRunLangevin`,
+:mod:`infer`), learning (:class:`ABP`; :class:`TrainConfig`, :func:`train`, :func:`load_run`),
+data (:func:`load_data`), codes (:func:`encode_dataset`), the ArviZ analyses
+(:mod:`diagnostics`, :mod:`plots`) and the paper's protocols (:mod:`evaluation`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import checkpoint, diagnostics, infer, plots, schedules
+from .abp import ABP, StepResult, TrainingError
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig
 from .data import DataError, ImageData, load_data
 from .distributions import SpikeAndSlab
 from .encoding import encode_dataset, load_codes, save_codes
 from .infer import LangevinInfo, LangevinState, ShortRunLangevin, langevin_init, langevin_step
-from .model import SparseGenerator
+from .model import FunctionModel, SparseGenerator
 from .networks import ConvGenerator, MLPGenerator
-from .training import Encoder, TrainingError, evaluate, load_run, make_encoder, train
+from .schedules import Annealed
+from .training import Encoder, evaluate, load_run, make_encoder, train
 
-from . import baselines  # noqa: E402  (builds on the modules above)
+from . import baselines, evaluation  # noqa: E402  (build on the modules above)
 
 __all__ = [
-    "CheckpointError", "ConfigError", "baselines", "ConvGenerator", "DataError", "Encoder", "ImageData",
-    "LangevinInfo", "LangevinState", "MLPGenerator", "ShortRunLangevin", "SparseGenerator",
-    "SpikeAndSlab", "TrainConfig", "TrainingError", "checkpoint", "diagnostics", "infer",
-    "encode_dataset", "evaluate", "langevin_init", "langevin_step", "load_codes", "load_data",
+    "ABP", "Annealed", "CheckpointError", "ConfigError", "ConvGenerator", "DataError",
+    "Encoder", "FunctionModel", "ImageData", "LangevinInfo", "LangevinState", "MLPGenerator",
+    "ShortRunLangevin", "SparseGenerator", "SpikeAndSlab", "StepResult", "TrainConfig",
+    "TrainingError", "baselines", "checkpoint", "diagnostics", "encode_dataset", "evaluate",
+    "evaluation", "infer", "langevin_init", "langevin_step", "load_codes", "load_data",
     "load_run", "make_encoder", "plots", "save_codes", "schedules", "train",
 ]

@@ -40,6 +40,33 @@ class StepResult(NamedTuple):
     bad: torch.Tensor
 
 
+def sparsified(model, target, latents, args, kwargs):
+    """``latents`` with every coordinate of a per-image site whose prior has an
+    ``inclusion_probability`` set to exactly 0 where that probability is below 0.5 (the
+    gate's assignment with the spike collapsed to a point).
+
+    The priors are the model's own at these latents (one evaluation of the model); a
+    :class:`~pyro_sparsegen.SparseGenerator` without global latents answers directly."""
+    from .model import SparseGenerator
+
+    with torch.no_grad():
+        if isinstance(model, SparseGenerator) and not target.global_sites:
+            try:
+                keep = model.inclusion_probability(latents["z"]) >= 0.5
+            except NotImplementedError:
+                return latents
+            return {**latents, "z": latents["z"] * keep}
+        with pyro.validation_enabled(False):
+            msgs = {m["name"]: m for m in target.terms(latents, args, kwargs)[3]}
+        out = dict(latents)
+        for site in target.local_sites:
+            fn = base_distribution(msgs[site.name]["fn"])
+            if hasattr(fn, "inclusion_probability"):
+                out[site.name] = latents[site.name] * (
+                    fn.inclusion_probability(latents[site.name]) >= 0.5)
+    return out
+
+
 def _distributed():
     import torch.distributed as dist
 
@@ -110,23 +137,11 @@ class ABP:
     def _target(self, args, kwargs):
         return self.kernel._target(args, kwargs)
 
-    def _sparsified(self, target, values, args, kwargs):
-        """Zero the coordinates whose inclusion probability is below 0.5."""
-        with torch.no_grad():
-            msgs = {m["name"]: m for m in target.terms(values, args, kwargs)[3]}
-            out = dict(values)
-            for site in target.local_sites:
-                fn = base_distribution(msgs[site.name]["fn"])
-                if hasattr(fn, "inclusion_probability"):
-                    keep = fn.inclusion_probability(values[site.name]) >= 0.5
-                    out[site.name] = values[site.name] * keep
-        return out
-
     def _loss(self, target, values, args, kwargs):
         """``(loss, params, reconstruction)``: the scaled negative log joint per datum at
         constrained ``values``, the unconstrained parameters it depends on, and the observed
         sites' means."""
-        with poutine.trace(param_only=True) as capture:
+        with poutine.trace(param_only=True) as capture, pyro.validation_enabled(False):
             local, shared, _, msgs = target.terms(values, args, kwargs)
         batch = target.num_chains
         n = self.num_data or batch
@@ -169,7 +184,7 @@ class ABP:
         latents = self.kernel.infer(*args, sync=False, **kwargs)
         target = self._target(args, kwargs)
         if self.sparsify:
-            latents = self._sparsified(target, latents, args, kwargs)
+            latents = sparsified(self.model, target, latents, args, kwargs)
         latents = {k: v.detach() for k, v in latents.items()}
         loss, params, reconstruction = self._loss(target, latents, args, kwargs)
         bad = ~torch.isfinite(loss)
@@ -189,7 +204,7 @@ class ABP:
         latents = self.kernel.infer(*args, **kwargs)
         target = self._target(args, kwargs)
         if self.sparsify:
-            latents = self._sparsified(target, latents, args, kwargs)
+            latents = sparsified(self.model, target, latents, args, kwargs)
         latents = {k: v.detach() for k, v in latents.items()}
         loss, params, _ = self._loss(target, latents, args, kwargs)
         value = float(loss.detach())
@@ -206,7 +221,7 @@ class ABP:
         latents = self.kernel.infer(*args, **kwargs)
         target = self._target(args, kwargs)
         if self.sparsify:
-            latents = self._sparsified(target, latents, args, kwargs)
+            latents = sparsified(self.model, target, latents, args, kwargs)
         with torch.no_grad():
             loss, _, _ = self._loss(target, {k: v.detach() for k, v in latents.items()},
                                     args, kwargs)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 FORMAT = "pyro_sparsegen.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-parameter optimiser states, param-store parameters, model factories
+FUNCTION = "function"  # the model class recorded for a plain Pyro function model
 PACKAGE = __name__.partition(".")[0]
 
 
@@ -217,14 +218,19 @@ def atomic_file(path, suffix=None):
 
 
 # -- the file --
-def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extra=None,
-         rng=None, before_replace=None):
+def save(path, *, model, config, optimizer=None, optimizer_states=None, params=None,
+         progress=None, metrics=(), extra=None, rng=None, before_replace=None):
     """Write a checkpoint atomically.
 
-    :param model: the model (its class is recorded; its ``state_dict`` and
-        ``network.config()`` are stored).
+    :param model: the model: a ``torch.nn.Module`` (its class is recorded; its
+        ``state_dict`` and ``network.config()`` are stored) or a
+        :class:`~pyro_sparsegen.model.FunctionModel` (its factory is recorded).
     :param dict config: the run's configuration (JSON-serialisable).
     :param optimizer: a torch optimizer or ``None``.
+    :param optimizer_states: ``{parameter name: torch optimizer state dict}`` (one optimiser
+        per parameter, :meth:`pyro_sparsegen.ABP.optimizer_state`).
+    :param params: ``{name: (unconstrained tensor, constraint name)}`` of Pyro's param store
+        (:func:`store_params`): saved as tensors with their constraint's name, never pickled.
     :param dict progress: ``epoch``, ``iteration``, ``batch_in_epoch`` and any numbers.
     :param metrics: the metrics history (list of dicts).
     :param dict extra: more JSON-serialisable attributes.
@@ -234,22 +240,34 @@ def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extr
         replaces ``path`` (tests use it to interrupt a write).
     """
     path = os.fspath(path)
+    is_module = isinstance(model, torch.nn.Module)
     with atomic_file(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["package_version"] = _package_version()
-            f.attrs["model_class"] = class_path(model)
+            f.attrs["model_class"] = class_path(model) if is_module else FUNCTION
             f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             f.attrs["config"] = json.dumps(config)
-            f.attrs["network"] = json.dumps(model.network.config())
+            network = getattr(model, "network", None)
+            f.attrs["network"] = json.dumps(network.config() if hasattr(network, "config")
+                                            else {})
             f.attrs["model_options"] = json.dumps(model_options(model))
             f.attrs["progress"] = json.dumps(progress or {})
             f.attrs["metrics"] = json.dumps(list(metrics))
             f.attrs["extra"] = json.dumps(extra or {})
-            _write_tensors(f.create_group("model"), model.state_dict())
+            _write_tensors(f.create_group("model"), model.state_dict() if is_module else {})
+            group = f.create_group("params")
+            for name, (value, constraint) in (params or {}).items():
+                key = name.replace("/", "|")
+                group.create_dataset(key, data=value.detach().cpu().numpy())
+                group[key].attrs["constraint"] = constraint
             if optimizer is not None:
                 _write_optimizer(f.create_group("optimizer"), optimizer.state_dict())
+            if optimizer_states is not None:
+                group = f.create_group("optimizers")
+                for name, state in optimizer_states.items():
+                    _write_optimizer(group.create_group(name.replace("/", "|")), state)
             ranks = [rng_states()] if rng is None else list(rng)
             _write_rng(f.create_group("rng"), ranks[0])
             if len(ranks) > 1:
@@ -262,6 +280,20 @@ def save(path, *, model, config, optimizer=None, progress=None, metrics=(), extr
     return path
 
 
+def store_params(model):
+    """``{name: (unconstrained value, constraint name)}`` of Pyro's param store, less the
+    parameters an ``nn.Module`` model keeps in its own ``state_dict``."""
+    import pyro
+
+    store = pyro.get_param_store()
+    own = {id(p) for p in model.parameters()} if isinstance(model, torch.nn.Module) else set()
+    out = {}
+    for name, value in store.named_parameters():
+        if id(value) not in own:
+            out[name] = (value.detach(), repr(store._constraints[name]))
+    return out
+
+
 def model_options(model):
     """Constructor options of a generator model (besides its network)."""
     options = {}
@@ -272,6 +304,8 @@ def model_options(model):
             options[name] = getattr(model, name)
     if hasattr(model, "checkpoint_options"):
         options.update(model.checkpoint_options())
+    if not isinstance(model, torch.nn.Module):  # a function model
+        options.update(image_shape=list(model.image_shape), factory=model.factory)
     return options
 
 
@@ -300,9 +334,16 @@ class Checkpoint:
                 self.progress = json.loads(f.attrs["progress"])
                 self.metrics = json.loads(f.attrs["metrics"])
                 self.extra = json.loads(f.attrs["extra"])
+                self.format_version = int(f.attrs["format_version"])
                 self.model_state = _read_tensors(f["model"])
                 self.optimizer_state = _read_optimizer(f["optimizer"]) if "optimizer" in f \
                     else None
+                self.optimizer_states = {
+                    name.replace("|", "/"): _read_optimizer(group)
+                    for name, group in f["optimizers"].items()} if "optimizers" in f else None
+                self.params = {name.replace("|", "/"): (torch.from_numpy(np.asarray(d[()])),
+                                                        str(d.attrs["constraint"]))
+                               for name, d in f["params"].items()} if "params" in f else {}
                 self.rng = _read_rng(f["rng"])
                 others = f["rng_ranks"] if "rng_ranks" in f else {}
                 self.rng_ranks = [self.rng] + [_read_rng(others[str(r)])
@@ -337,18 +378,92 @@ class Checkpoint:
                 "loading it imports and runs that module: pass --trust-model (trust_model=True, "
                 "or the class as model_class) if you trust it")
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)
-                and hasattr(cls, "log_joint_terms")):
+                and hasattr(cls, "likelihood")):
             raise CheckpointError(f"{name}: records {self.model_class}, which is not a "
                                   "generator model")
         return cls
 
-    def build_model(self, device="cpu", *, trust_model=False, model_class=None):
-        """Rebuild the model (of the recorded class) with the stored weights; see
-        :meth:`resolve_model_class` for ``trust_model`` and ``model_class``."""
-        from .networks import build_network
-        from .schedules import Schedule
+    @property
+    def image_shape(self):
+        """``(C, H, W)`` of the images the model was trained on."""
+        shape = self.network.get("image_shape") or self.model_options.get("image_shape")
+        return tuple(shape) if shape else None
+
+    @property
+    def factory(self):
+        """The recorded model factory (``MODULE:NAME``), or ``None`` for a built-in model."""
+        return self.config.get("model") if isinstance(self.config, dict) else None
+
+    def _check_factory(self, trust_model, factory):
+        """Importing a factory runs its module: only this package's, or with the opt-in."""
+        name, recorded = os.path.basename(self.path), self.factory
+        if factory is not None and factory != recorded:
+            raise CheckpointError(f"{name}: records model factory {recorded}, not {factory}")
+        if factory is None and not trust_model and not is_own_class(recorded):
+            raise CheckpointError(
+                f"{name}: records model factory {recorded} from outside {PACKAGE}; loading it "
+                f"imports and runs that module: pass --model {recorded} or --trust-model "
+                "(model=... or trust_model=True) if you trust it")
+
+    def _load_params(self, model):
+        """Put the saved param-store values into Pyro's param store (the model is run once,
+        so that it declares its parameters and their constraints)."""
+        if not self.params:
+            return
+        import pyro
+
+        from .infer.target import _forked_rng
 
         name = os.path.basename(self.path)
+        with _forked_rng(model), pyro.validation_enabled(False), torch.no_grad():
+            model(None, num_images=1)
+        store = pyro.get_param_store()
+        current = dict(store.named_parameters())
+        for key, (value, constraint) in self.params.items():
+            if key not in current:
+                raise CheckpointError(f"{name}: the model no longer declares parameter {key!r}")
+            if repr(store._constraints[key]) != constraint:
+                raise CheckpointError(f"{name}: parameter {key!r} was saved with constraint "
+                                      f"{constraint}, the model declares "
+                                      f"{store._constraints[key]!r}")
+            with torch.no_grad():
+                current[key].copy_(value.to(current[key].device))
+
+    def build_model(self, device="cpu", *, trust_model=False, model_class=None, factory=None):
+        """Rebuild the model (of the recorded class, or by the recorded factory) with the
+        stored weights; see :meth:`resolve_model_class` for ``trust_model`` and
+        ``model_class``; ``factory`` (``MODULE:NAME``) naming the recorded factory is the
+        opt-in to import it."""
+        from .networks import build_network
+        from .schedules import Schedule, set_iteration
+
+        name = os.path.basename(self.path)
+        if self.factory is not None:
+            self._check_factory(trust_model, factory)
+            from .config import ConfigError, TrainConfig
+            from .training import build_model
+
+            config = TrainConfig.from_dict(self.config)
+            if "schedule" in self.model_options:
+                config.prior.schedule = self.model_options["schedule"]
+            try:
+                model = build_model(config, self.image_shape, None)
+            except ConfigError as e:
+                raise CheckpointError(f"{name}: cannot rebuild the model ({e})") from None
+            if isinstance(model, torch.nn.Module):
+                model = model.to(device)
+                try:
+                    model.load_state_dict(self.model_state)
+                except RuntimeError as e:
+                    raise CheckpointError(f"{name}: weights do not fit the model "
+                                          f"{self.factory} builds: "
+                                          f"{str(e).splitlines()[0]}") from None
+            self._load_params(model)
+            iteration = self.progress.get("iteration", 0)
+            set_iteration(iteration)
+            if hasattr(model, "iteration"):
+                model.iteration = iteration
+            return model
         cls = self.resolve_model_class(trust_model=trust_model, model_class=model_class)
         options = dict(self.model_options)
         iteration = options.pop("iteration", 0)
@@ -369,7 +484,9 @@ class Checkpoint:
                                   f"{self.model_class}: {str(e).splitlines()[0]}") from None
         if hasattr(model, "iteration"):
             model.iteration = iteration
-        return model.to(device)
+        model = model.to(device)
+        self._load_params(model)
+        return model
 
 
 def load(path):

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from typing import Optional
 
@@ -15,6 +16,8 @@ from . import schedules
 
 NETWORKS = ("mlp", "conv")
 PRESETS = ("default", "dense", "authors", "spike", "constant")
+PRIOR_KINDS = ("annealed", "learned", "hierarchical")
+MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class ConfigError(ValueError):
@@ -74,6 +77,7 @@ class PriorConfig:
     """The annealing schedule: a preset (sized to the run's length) or an explicit schedule."""
 
     preset: str = "default"
+    kind: str = "annealed"  # "learned" / "hierarchical": slab weights learned after annealing
     final_slab_weight: Optional[float] = None  # overrides the preset's floor
     spike_scale: Optional[float] = None  # overrides the preset's final spike scale
     schedule: Optional[dict] = None  # an explicit Schedule.to_dict(); wins over the preset
@@ -81,6 +85,8 @@ class PriorConfig:
     def validate(self):
         if self.preset not in PRESETS:
             raise ConfigError(f"prior.preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.kind not in PRIOR_KINDS:
+            raise ConfigError(f"prior.kind must be one of {PRIOR_KINDS}, got {self.kind!r}")
         if self.final_slab_weight is not None and not (
                 isinstance(self.final_slab_weight, (int, float))
                 and 0 <= self.final_slab_weight <= 1):
@@ -102,6 +108,8 @@ class LangevinConfig:
     noise: bool = False
     init: str = "zeros"
     prior_step: str = "semi-implicit"
+    metropolis: bool = False  # MALA (needs noise): exact sampling of the codes
+    compile: bool = False  # the short run compiled with torch.compile
     max_divergence_fraction: float = 0.01  # stop training when more chain-steps diverge
     sparsify: bool = True  # set coordinates with inclusion probability < 0.5 to exactly 0
 
@@ -113,16 +121,24 @@ class LangevinConfig:
         if self.prior_step not in ("explicit", "semi-implicit"):
             raise ConfigError(f"langevin.prior_step must be explicit or semi-implicit, "
                               f"got {self.prior_step!r}")
-        for name in ("noise", "sparsify"):
+        for name in ("noise", "sparsify", "metropolis", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"langevin.{name} must be true or false, "
                                   f"got {getattr(self, name)!r}")
+        if self.metropolis and not self.noise:
+            raise ConfigError("langevin.metropolis needs langevin.noise = true")
+        if self.noise and not self.metropolis and self.prior_step == "semi-implicit":
+            raise ConfigError(
+                "langevin.noise = true with the semi-implicit prior step and no Metropolis "
+                "correction samples a wrong distribution; use noise = false (MAP, the default), "
+                "metropolis = true (exact MALA) or prior_step = \"explicit\" (ULA)")
         _positive_float("langevin", "max_divergence_fraction", self.max_divergence_fraction,
                         allow_zero=True)
 
     def kernel_options(self):
         return {"step_size": self.step_size, "num_steps": self.num_steps, "noise": self.noise,
-                "init": self.init, "prior_step": self.prior_step}
+                "init": self.init, "prior_step": self.prior_step, "metropolis": self.metropolis,
+                "adapt_step_size": False, "crossing": False, "compile": self.compile}
 
 
 @dataclasses.dataclass
@@ -153,10 +169,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threshold: float = 0.2  # |z| above which a coordinate is active
+    model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
 
     def validate(self):
         for section in (self.data, self.network, self.prior, self.langevin, self.optim):
             section.validate()
+        if self.model is not None and not (isinstance(self.model, str) and
+                                           MODEL_SPEC.fullmatch(self.model)):
+            raise ConfigError(f"model must be MODULE:NAME (a factory importable from MODULE), "
+                              f"got {self.model!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.device, str) or not (
@@ -214,10 +235,14 @@ class TrainConfig:
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from None
 
-    def build_schedule(self, iterations_per_epoch):
-        """The prior's schedule for this run, sized to its number of iterations."""
+    def build_schedule(self, iterations_per_epoch=None):
+        """The prior's schedule for this run, sized to its number of iterations (an explicit
+        ``prior.schedule`` needs no size: a model factory gets the run's schedule that way)."""
         if self.prior.schedule is not None:
             return schedules.Schedule.from_dict(self.prior.schedule)
+        if iterations_per_epoch is None:
+            raise ConfigError("the schedule preset is sized to the run: give "
+                              "iterations_per_epoch (or an explicit prior.schedule)")
         total = iterations_per_epoch * self.optim.epochs
         return preset_schedule(self.prior.preset, total, iterations_per_epoch,
                                final_slab_weight=self.prior.final_slab_weight,

@@ -389,8 +389,9 @@ class ImageData:
                          self.class_names, self._resize)
 
     def batches(self, batch_size, *, shuffle=False, seed=0, epoch=0, rank=0, world_size=1,
-                drop_last=False):
-        """Yield ``(indices, images)`` over this rank's shard, deterministic in (seed, epoch).
+                drop_last=False, start=0):
+        """Yield ``(indices, images)`` over this rank's shard, deterministic in (seed, epoch),
+        from batch number ``start`` on (the earlier ones are not read: a resumed epoch).
 
         With ``world_size > 1`` the order (shuffled with the same seed on every rank) is padded
         by wrapping around to a multiple of ``world_size`` and dealt out, so the ranks get
@@ -398,7 +399,7 @@ class ImageData:
         ``DistributedSampler``. ``indices`` are positions in this ``ImageData`` (int64 ``[b]``).
         """
         for name, value, low in (("batch_size", batch_size, 1), ("world_size", world_size, 1),
-                                 ("seed", seed, 0), ("epoch", epoch, 0)):
+                                 ("seed", seed, 0), ("epoch", epoch, 0), ("start", start, 0)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(rank, numbers.Integral) or not 0 <= rank < world_size:
@@ -411,7 +412,7 @@ class ImageData:
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         # A generator of its own, so that bad arguments fail at the call, not at first use.
         return ((order[i:i + batch_size], self.batch(order[i:i + batch_size]))
-                for i in range(0, stop, batch_size))
+                for i in range(start * batch_size, stop, batch_size))
 
     def close(self):
         """Close an open HDF5 handle (it reopens on the next read)."""

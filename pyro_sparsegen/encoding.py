@@ -10,14 +10,15 @@ from .training import active_mask
 
 
 def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, device="cpu",
-                   limit=None, noise=0.0, progress=False):
+                   limit=None, noise=0.0, clip=False, progress=False):
     """Infer codes for every image of ``data`` (an :class:`~pyro_sparsegen.data.ImageData`)
     with ``encoder`` (``images -> z``, e.g. :func:`~pyro_sparsegen.training.make_encoder`).
 
     :param limit: encode only this many images, a class-spread subset
         (:meth:`~pyro_sparsegen.data.ImageData.spread_subset`), never the first ones.
-    :param noise: std of Gaussian noise added to the images before inference (the images are
-        clipped to [0, 1]); MSEs are measured against the clean images.
+    :param noise: std of Gaussian noise added to the images before inference (not clipped,
+        as in the authors' protocol, unless ``clip``); MSEs are measured against the clean
+        images.
     :return: dict of numpy arrays: ``z`` ``[N, d]``, ``inclusion_probability`` ``[N, d]``
         (when the prior has one), ``active`` ``[N, d]`` (``|z| > threshold``), ``mse``,
         ``zeroed_mse`` ``[N]`` and ``labels`` ``[N]`` (of the encoded images) when the data
@@ -31,12 +32,14 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="encode",
                       unit="batch"):
         x = data.batch(range(start, min(start + batch_size, n))).to(device)
-        observed = (x + noise * torch.randn_like(x)).clamp(0, 1) if noise else x
+        observed = x + noise * torch.randn_like(x) if noise else x
+        if clip:
+            observed = observed.clamp(0, 1)
         z = encoder(observed)
         active, _ = active_mask(model, z, threshold)
         with torch.no_grad():
-            mse = ((model.network(z) - x) ** 2).flatten(1).mean(1)
-            zeroed = ((model.network(z * active) - x) ** 2).flatten(1).mean(1)
+            mse = ((model.decode(z) - x) ** 2).flatten(1).mean(1)
+            zeroed = ((model.decode(z * active) - x) ** 2).flatten(1).mean(1)
         parts["z"].append(z.cpu())
         parts["active"].append(active.cpu())
         parts["mse"].append(mse.cpu())

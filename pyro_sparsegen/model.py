@@ -194,6 +194,12 @@ class SparseGenerator(PyroModule):
         self._iteration = int(value)
         self._refresh_prior()
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to(dtype) converts the buffer's values; refill it from the schedule in the new dtype
+        out = super()._apply(fn, *args, **kwargs)
+        self._refresh_prior()
+        return out
+
     def _refresh_prior(self):
         state = self.__dict__.get("_buffers", {}).get("prior_state")
         if state is None or "_schedule" not in self.__dict__:
@@ -310,6 +316,12 @@ class SparseGenerator(PyroModule):
             z = pyro.sample("z", latent)
             return pyro.sample("x", self.likelihood(z), obs=x)
 
+    code_site = "z"
+
+    def decode(self, z):
+        """The likelihood's mean ``g(z)``: ``z: [..., latent_dim] -> [..., C, H, W]``."""
+        return self.network(z)
+
     def inclusion_probability(self, z):
         """Posterior slab probability of each coordinate of ``z`` under the current prior
         (for priors with an ``inclusion_probability`` method; others raise
@@ -328,3 +340,95 @@ class SparseGenerator(PyroModule):
         trace = pyro.poutine.trace(self).get_trace(None, num_images=n)
         z = trace.nodes["z"]["value"]
         return (self.network(z) if mean else trace.nodes["x"]["value"]), z
+
+
+class FunctionModel:
+    """A plain Pyro function that follows the generator convention, with the calls the package
+    makes on a generator (:meth:`decode`, :meth:`generate`, :meth:`inclusion_probability`).
+
+    The convention: ``fn(x)`` with images ``x: [images, C, H, W]``, or ``fn(None,
+    num_images=n)`` to generate; a plate over the images holding the per-image code site
+    (``"z"`` unless the function has a ``code_site`` attribute) and the observed site ``"x"``.
+    Calling a ``FunctionModel`` calls ``fn``: it is the Pyro model the kernel and
+    :class:`~pyro_sparsegen.ABP` run.
+
+    :param fn: the Pyro function.
+    :param image_shape: ``(C, H, W)``.
+    :param str factory: ``"MODULE:NAME"`` of the factory that built it (checkpoints record it).
+    :param schedule: the run's annealing :class:`~pyro_sparsegen.schedules.Schedule` (what
+        the function reads through :class:`~pyro_sparsegen.schedules.Annealed`), if any.
+    """
+
+    def __init__(self, fn, image_shape, *, factory=None, code_site=None, schedule=None):
+        if not callable(fn):
+            raise ValueError(f"a model must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.image_shape = tuple(image_shape)
+        self.factory = factory
+        if schedule is not None:
+            self.schedule = schedule
+        self.code_site = code_site or getattr(fn, "code_site", "z")
+        self._latent_dim = None
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def _trace(self, num_images, latents=None):
+        from .infer.target import _forked_rng
+
+        model = self.fn if latents is None else pyro.poutine.condition(self.fn, data=latents)
+        with _forked_rng(latents), pyro.validation_enabled(False):
+            return pyro.poutine.trace(model).get_trace(None, num_images=num_images)
+
+    def _site(self, trace, name, role):
+        if name not in trace.nodes:
+            raise ValueError(f"the model has no {role} site {name!r} (sites: "
+                             f"{', '.join(n for n, s in trace.nodes.items() if s['type'] == 'sample')})")
+        return trace.nodes[name]
+
+    @property
+    def latent_dim(self):
+        """The code's size (from one generation trace)."""
+        if self._latent_dim is None:
+            site = self._site(self._trace(1), self.code_site, "code")
+            self._latent_dim = int(site["value"].shape[-1])
+        return self._latent_dim
+
+    @torch.no_grad()
+    def decode(self, z):
+        """The observed site's mean with the code site set to ``z: [n, latent_dim]``."""
+        site = self._site(self._trace(z.shape[0], {self.code_site: z}), "x", "observed")
+        return site["fn"].mean
+
+    @torch.no_grad()
+    def generate(self, num_images, *, mean=True):
+        """``(images, z)`` drawn from the model (images: the observed site's mean, or draws)."""
+        with pyro.validation_enabled(False):
+            trace = pyro.poutine.trace(self.fn).get_trace(None, num_images=num_images)
+        z = self._site(trace, self.code_site, "code")["value"]
+        x = self._site(trace, "x", "observed")
+        return (x["fn"].mean if mean else x["value"]), z
+
+    @torch.no_grad()
+    def inclusion_probability(self, z):
+        """The code site's prior inclusion probability at ``z`` (raises
+        ``NotImplementedError`` for priors without one)."""
+        from .infer.target import base_distribution
+
+        site = self._site(self._trace(z.shape[0], {self.code_site: z}), self.code_site, "code")
+        fn = base_distribution(site["fn"])
+        if not hasattr(fn, "inclusion_probability"):
+            raise NotImplementedError(f"{type(fn).__name__} has no inclusion_probability")
+        return fn.inclusion_probability(z)
+
+    def prior_params(self):
+        """The run's schedule at the learner's position (:func:`schedules.current_iteration`)."""
+        if not hasattr(self, "schedule"):
+            raise AttributeError("this model has no schedule")
+        return self.schedule(schedules_.current_iteration())
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self

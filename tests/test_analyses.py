@@ -167,6 +167,9 @@ class _Identity(torch.nn.Module):
         super().__init__()
         self.network = lambda z: z.reshape(len(z), *image_shape)
 
+    def decode(self, z):
+        return self.network(z)
+
     @staticmethod
     def encoder(x):
         return x.flatten(1).clone()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_sparsegen import MLPGenerator, SparseGenerator, diagnostics, encode_dataset
+from pyro_sparsegen import (MLPGenerator, ShortRunLangevin, SparseGenerator, diagnostics,
+                             encode_dataset)
 from pyro_sparsegen.baselines import (KINDS, VSC, BetaVAE, EarlyStopping, RelaxedSpikeAndSlab,
                                       VSCLoss, dense_config, plateau, recommended,
                                       train_baseline)
@@ -72,8 +73,8 @@ def test_model_and_guide_sites(kind, device):
     z = guide.nodes["z"]
     assert z["value"].shape == (12, 4) and z["fn"].event_shape == (4,)
     assert z["value"].requires_grad  # reparameterised
-    log_prior, log_lik = model.log_joint_terms({"z": z["value"]}, x)
-    assert log_prior.shape == log_lik.shape == (12,)
+    log_density, log_lik = ShortRunLangevin(model).log_density({"z": z["value"]}, x)
+    assert log_density.shape == log_lik.shape == (12,)
     assert model.encode(x).shape == (12, 4)
     generated, codes = model.generate(3)
     assert generated.shape == (3, 1, 8, 8) and codes.shape == (3, 4)
@@ -85,7 +86,7 @@ def test_beta_vae_prior_and_inclusion():
     model = tiny_model("beta_vae")
     z = torch.randn(5, 4)
     expected = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    assert torch.allclose(model.log_prior_terms({"z": z}), expected)
+    assert torch.allclose(model._latent_dist().log_prob(z), expected)
     with pytest.raises(NotImplementedError):
         model.inclusion_probability(z)
     assert torch.equal(model.encode(images()), model.encoder(images())[0])

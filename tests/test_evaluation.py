@@ -46,6 +46,9 @@ class Identity(nn.Module):
         self.network = lambda z: z.reshape(len(z), *self.image_shape)
         self.calls = []
 
+    def decode(self, z):
+        return self.network(z)
+
     def encoder(self, x):
         self.calls.append((float(x.min()), float(x.max())))
         return x.flatten(1).clone()
@@ -138,6 +141,9 @@ class Linear(nn.Module):
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         linear.weight.data = weight
         self.network = nn.Sequential(linear, nn.Unflatten(1, (1, 1, weight.shape[0])))
+
+    def decode(self, z):
+        return self.network(z)
 
     def inclusion_probability(self, z):
         raise NotImplementedError

@@ -178,22 +178,21 @@ def test_inclusion_probability(float64):
 # ---- fast-path terms -------------------------------------------------------------------------
 
 
-def test_log_joint_terms_equal_the_trace(float64):
+def test_the_kernel_evaluates_the_models_own_trace(float64):
+    # no second copy of the density: what the kernel evaluates is the trace's log_prob
     model, x = _model(schedules.constant(0.3, 1.0, 0.05)), _images()
     z = torch.randn(3, D)
-    log_prior, log_lik = model.log_joint_terms({"z": z}, x)
+    log_density, log_lik = ShortRunLangevin(model).log_density({"z": z}, x)
     trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x)
     trace.compute_log_prob()
-    torch.testing.assert_close(log_prior, trace.nodes["z"]["log_prob"], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(log_lik, trace.nodes["x"]["log_prob"], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(model.log_prior_terms({"z": z}, x), log_prior)
-    # leading replica dims broadcast
+    torch.testing.assert_close(log_density - log_lik, trace.nodes["z"]["log_prob"], rtol=1e-12,
+                               atol=1e-12)
+    # leading replica dims
     zz = torch.randn(2, 3, D)
-    lp, ll = model.log_joint_terms({"z": zz}, x)
+    lp, ll = ShortRunLangevin(model).log_density({"z": zz}, x)
     assert lp.shape == ll.shape == (2, 3)
-    torch.testing.assert_close(ll[1], model.log_joint_terms({"z": zz[1]}, x)[1])
-    with pytest.raises(ValueError, match="observed"):
-        model.log_joint_terms({"z": z})
+    torch.testing.assert_close(ll[1], ShortRunLangevin(model).log_density({"z": zz[1]}, x)[1])
 
 
 # ---- a variant prior -------------------------------------------------------------------------
@@ -208,7 +207,8 @@ def test_variant_prior_via_subclass(float64):
     # the kernel sees the Laplace prior: its log density equals the model's trace
     z = torch.randn(3, D)
     kernel = ShortRunLangevin(model, step_size=0.05, num_steps=20, noise=False)
-    log_prior, log_lik = kernel.log_density({"z": z}, x)
+    log_density, log_lik = kernel.log_density({"z": z}, x)
+    log_prior = log_density - log_lik
     cond = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x)
     cond.compute_log_prob()
     torch.testing.assert_close(log_prior, dist.Laplace(0.0, 0.5).log_prob(z).sum(-1))

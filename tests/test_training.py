@@ -269,7 +269,7 @@ def test_building_the_kernel_target_leaves_the_rng_alone():
     kernel = make_kernel(model, tiny_config())
     x = torch.rand(2, 1, 4, 4)
     before = torch.get_rng_state()
-    kernel._dynamics((x,), {})  # builds the target: traces the model
+    kernel._target((x,), {})  # builds the target: traces the model
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -285,8 +285,8 @@ def test_a_non_finite_code_stops_training(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(training.ShortRunLangevin, "infer", nan_at_iteration_1)
-    with pytest.raises(TrainingError, match=r"^non-finite codes \(1 coordinates\) at "
-                                            "iteration 1;") as info:
+    with pytest.raises(TrainingError, match=r"^a non-finite loss, code or gradient before "
+                                            "iteration 2; rolled back") as info:
         run(tiny_config(), tmp_path, figures=False)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "checkpoint.h5").exists()  # nothing was saved
@@ -319,6 +319,9 @@ class PixelCode(torch.nn.Module):
 
     def network(self, z):
         return z[:, :, None, None].expand(-1, 1, 4, 4)
+
+    def decode(self, z):
+        return self.network(z)
 
 
 def test_evaluate_limit_spreads_over_the_classes():

@@ -3,7 +3,7 @@
 Every protocol reaches a model through these functions only, so a change of the model's API
 (a public ``decode``, a learned prior with its own sampler) is made here once:
 
-- :func:`decode`: codes ``z: [n, d]`` -> mean images ``g(z): [n, C, H, W]`` (``model.network``);
+- :func:`decode`: codes ``z: [n, d]`` -> mean images ``g(z): [n, C, H, W]`` (``model.decode``);
 - :func:`encode`: images -> codes with the model's own encoder (:func:`pyro_sparsegen.make_encoder`
   for ABP models: the short Langevin run with the model's prior, initialisation, steps and
   sparsification, exactly as in training; one encoder pass for the amortised baselines);
@@ -39,7 +39,7 @@ def seeded(seed, device="cpu"):
 def decode(model, z):
     """The likelihood's mean ``g(z)``: ``z: [n, d]`` -> ``[n, C, H, W]`` (no gradient)."""
     with torch.no_grad():
-        return model.network(z)
+        return model.decode(z)
 
 
 def encode(encoder, x):

@@ -242,6 +242,13 @@ class ShortRunLangevin(MCMCKernel):
         dyn.bind(args, kwargs or {})
         return dyn
 
+    def graph_went_stale(self):
+        """A caller of ``infer(sync=False)`` found a run's check failed: every derived graph
+        is derived again (and given up after a second time)."""
+        for dyn in self._dynamics.values():
+            if dyn.using_graph:
+                dyn.mismatch_found()
+
     def _start(self, target, init, args, kwargs):
         if init == "prior":
             return target.prior_free(args, kwargs)
@@ -398,7 +405,7 @@ class ShortRunLangevin(MCMCKernel):
         position = torch.stack([p for p, _ in draws], 1)  # [chains, draws, N, D]
         glob = torch.stack([g for _, g in draws], 1)
         flat = target.values(position.reshape(-1, *position.shape[2:]),
-                             glob.reshape(-1, glob.shape[-1]))
+                             glob.reshape(num_chains * num_draws, glob.shape[-1]))
         samples = {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in flat.items()}
         out = {k: torch.stack(v, 1) for k, v in stats.items()}
         out["global_step_size"] = global_step
