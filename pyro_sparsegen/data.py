@@ -355,8 +355,9 @@ class ImageData:
         """Positions of a deterministic subset of ``min(n, len(self))`` images that is never a
         prefix (split files are often sorted by class): stratified by label when there are
         labels (one image of every class first, so ``n >= #classes`` covers them all, then
-        every class in proportion, interleaved), else the first ``n`` of a seeded permutation. Sorted int64 ``[n]``;
-        the subset for ``n`` contains the one for any smaller ``n``."""
+        every class in proportion, interleaved), else the first ``n`` of a seeded
+        permutation. Sorted int64 ``[n]``; the subset for ``n`` contains the one for any
+        smaller ``n``."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"limit must be a non-negative integer, got {n!r}")
         if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:

@@ -318,6 +318,9 @@ def stop_everywhere(problem, dist=None, device="cpu"):
             rank, problem = next((r, p) for r, p in enumerate(gather(problem, dist))
                                  if p is not None)
             problem = f"rank {rank}: {problem}"
+            # every rank leaves together: a rank tearing down while another still finishes
+            # the gather can make gloo abort a process at exit
+            dist.barrier()
     if problem is not None:
         raise TrainingError(problem)
 

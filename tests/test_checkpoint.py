@@ -71,7 +71,7 @@ def test_metrics_rewrite_failing_mid_write_keeps_the_old_file(tmp_path):
     before = (tmp_path / "metrics.csv").read_text()
     # the second row has a column the header lacks: csv raises after writing the first
     with pytest.raises(ValueError):
-        rewrite_csv(path, [{"epoch": 1, "mse": 0.5}, {"epoch": 2, "mse": 0.4, "bad": 1}])
+        rewrite_csv(path, [{"epoch": 1, "mse": 0.25}, {"epoch": 2, "mse": 0.4, "bad": 1}])
     assert (tmp_path / "metrics.csv").read_text() == before
     assert os.listdir(tmp_path) == ["metrics.csv"]  # no temporary left behind
 
