@@ -30,7 +30,9 @@ class StepResult(NamedTuple):
     - ``run``: the kernel's :class:`~pyro_sparsegen.infer.RunStats`
     - ``reconstruction``: ``{observed site: (mean of its distribution, observed value)}`` for
       the observed sites in the chain plate whose distribution has a mean
-    - ``bad``: 0-dim bool: a non-finite loss, latent or gradient
+    - ``bad``: 0-dim bool: a non-finite loss or latent on this process
+    - ``bad_update``: 0-dim bool: a non-finite gradient (under torch.distributed, after the
+      average: any rank's bad step makes every rank's update bad)
     """
 
     loss: torch.Tensor
@@ -38,6 +40,7 @@ class StepResult(NamedTuple):
     run: object
     reconstruction: dict
     bad: torch.Tensor
+    bad_update: torch.Tensor
 
 
 def sparsified(model, target, latents, args, kwargs):
@@ -190,9 +193,10 @@ class ABP:
         bad = ~torch.isfinite(loss)
         for v in latents.values():
             bad = bad | ~torch.isfinite(v.sum())
-        bad = bad | self._update(loss, params)
+        bad_update = self._update(loss, params)
         self.move_to(self.iteration + 1)
-        return StepResult(loss.detach(), latents, self.kernel.last_run, reconstruction, bad)
+        return StepResult(loss.detach(), latents, self.kernel.last_run, reconstruction, bad,
+                          bad_update)
 
     def step(self, *args, **kwargs):
         """One ABP step: infer, one optimiser step, advance the schedule.

@@ -337,8 +337,8 @@ class _Chunk:
 
     def _zero(self):
         zero = torch.zeros((), device=self.device)
-        self.flags = {"bad": zero.clone(), "diverged": zero.clone(), "chain_steps": 0,
-                      "mismatch": zero.clone()}
+        self.flags = {"bad": zero.clone(), "bad_update": zero.clone(), "diverged": zero.clone(),
+                      "chain_steps": 0, "mismatch": zero.clone()}
 
     def _params(self):
         params = dict(pyro.get_param_store().named_parameters())
@@ -363,6 +363,7 @@ class _Chunk:
     def add(self, result):
         """Fold one step's :class:`~pyro_sparsegen.abp.StepResult` into the checks."""
         self.flags["bad"] = self.flags["bad"] + result.bad
+        self.flags["bad_update"] = self.flags["bad_update"] + result.bad_update
         if result.run is not None:
             self.flags["diverged"] = self.flags["diverged"] + result.run.divergences.sum()
             self.flags["chain_steps"] += result.run.divergences.numel() * self.abp.kernel.num_steps
@@ -376,7 +377,7 @@ class _Chunk:
         f = self.flags
         row = torch.stack([f["bad"].float(), f["diverged"].float(),
                            torch.tensor(float(f["chain_steps"]), device=self.device),
-                           f["mismatch"].float(),
+                           f["bad_update"].float(), f["mismatch"].float(),
                            torch.tensor(float(interrupted), device=self.device)])
         if self.dist is None:
             rows = row.unsqueeze(0)
@@ -384,24 +385,32 @@ class _Chunk:
             rows = torch.zeros(self.dist.get_world_size(), row.numel(), device=self.device)
             rows[self.dist.get_rank()] = row
             self.dist.all_reduce(rows)
-        problem = None
-        for rank, (bad, diverged, chain_steps, _, _) in enumerate(rows.tolist()):
-            limit = self.config.langevin.max_divergence_fraction * chain_steps
-            if diverged > limit:
+        rows = rows.tolist()
+        # the rank whose own step failed (a bad update follows everywhere from the average)
+        problem = self._problem(rows, lambda r: r[0] or r[1] > self._limit(r[2])) or \
+            self._problem(rows, lambda r: r[3])
+        totals = [sum(column) for column in zip(*rows)]
+        return problem, totals[4] > 0, totals[5] > 0
+
+    def _limit(self, chain_steps):
+        return self.config.langevin.max_divergence_fraction * chain_steps
+
+    def _problem(self, rows, failed):
+        for rank, (bad, diverged, chain_steps, *_) in enumerate(rows):
+            if not failed(rows[rank]):
+                continue
+            if diverged > self._limit(chain_steps):
                 problem = (f"Langevin inference diverged in {int(diverged)} of "
                            f"{int(chain_steps)} chain-steps before iteration "
-                           f"{self.abp.iteration} (step size {self.abp.kernel.step_size}); lower "
-                           "langevin.step_size — rolled back, the last checkpoint is intact")
-            elif bad:
+                           f"{self.abp.iteration} (step size {self.abp.kernel.step_size}); "
+                           "lower langevin.step_size — rolled back, the last checkpoint is "
+                           "intact")
+            else:
                 problem = (f"a non-finite loss, code or gradient before iteration "
                            f"{self.abp.iteration}; rolled back to iteration "
                            f"{self.snapshot['iteration']}, the last checkpoint is intact")
-            if problem is not None:
-                if self.dist is not None:
-                    problem = f"rank {rank}: {problem}"
-                break
-        totals = rows.sum(0).tolist()
-        return problem, totals[3] > 0, totals[4] > 0
+            return f"rank {rank}: {problem}" if self.dist is not None else problem
+        return None
 
     def rollback(self):
         """Restore the state the chunk started from."""
@@ -648,6 +657,8 @@ def _run_chunk(batches, step, sums, chunk, interrupt, dist, device, bar):
         problem, stale, stop = chunk.read(interrupt.requested)
         if problem is not None:
             chunk.rollback()
+            if dist is not None:
+                dist.barrier()  # every rank leaves together (see stop_everywhere)
             raise TrainingError(problem)
         if not stale or attempt:
             bar.update(len(batches))
