@@ -26,6 +26,10 @@ def _add_common(p):
     p.add_argument("--trust-model", action="store_true",
                    help="load a run whose model class is defined outside pyro_sparsegen "
                         "(imports and runs the module the checkpoint names)")
+    p.add_argument("--model", metavar="MODULE:NAME",
+                   help="a model factory NAME(image_shape, config) importable from MODULE (the "
+                        "working directory is on the path); for a run trained with one, the "
+                        "same value is the opt-in to import it")
 
 
 def build_parser():
@@ -51,6 +55,16 @@ def build_parser():
     t.add_argument("--num-steps", type=int, help="Langevin steps per batch K")
     t.add_argument("--prior-step", choices=["explicit", "semi-implicit"],
                    help="how the Langevin step treats the prior (default semi-implicit)")
+    t.add_argument("--prior", choices=["annealed", "learned", "hierarchical"],
+                   help="the built-in model's prior: the annealed schedule (default), or slab "
+                        "weights learned after the annealing (per dimension, or Beta-"
+                        "distributed with learned concentrations)")
+    t.add_argument("--noise", action="store_true", default=None,
+                   help="Langevin noise on in training (with --prior-step explicit: ULA)")
+    t.add_argument("--metropolis", action="store_true", default=None,
+                   help="Metropolis-adjusted steps (MALA; needs --noise)")
+    t.add_argument("--compile", action="store_true", default=None,
+                   help="compile the Langevin short run with torch.compile")
     t.add_argument("--eval-images", type=int, help="held-out images evaluated per epoch")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -91,9 +105,12 @@ def build_parser():
     a.add_argument("--images", type=int, default=256)
     a.add_argument("--chains", type=int, default=4)
     a.add_argument("--draws", type=int, default=200)
-    a.add_argument("--warmup", type=int, default=None)
-    a.add_argument("--init", choices=["zeros", "prior", "normal"], default="zeros",
-                   help="where every chain starts (default zeros, as in training)")
+    a.add_argument("--warmup", type=int, default=500,
+                   help="adapting transitions before the draws (default 500)")
+    a.add_argument("--thin", type=int, default=5, help="transitions per kept draw (default 5)")
+    a.add_argument("--init", choices=["zeros", "prior", "normal"], default=None,
+                   help="where every chain starts (default: prior draws, so that R-hat means "
+                        "something)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
     _add_common(a)
@@ -134,7 +151,9 @@ def _train_config(args):
             args.final_slab_weight, ("prior", "spike_scale"): args.spike_scale,
         ("optim", "batch_size"): args.batch_size, ("optim", "lr"): args.lr,
         ("langevin", "step_size"): args.step_size, ("langevin", "num_steps"): args.num_steps,
-        ("langevin", "prior_step"): args.prior_step,
+        ("langevin", "prior_step"): args.prior_step, ("prior", "kind"): args.prior,
+        ("langevin", "noise"): args.noise, ("langevin", "metropolis"): args.metropolis,
+        ("langevin", "compile"): args.compile,
         ("data", "eval_images"): args.eval_images,
     }
     for (section, key), value in overrides.items():
@@ -144,7 +163,27 @@ def _train_config(args):
         config.seed = args.seed
     if args.device is not None:
         config.device = args.device
+    if args.model is not None and not args.resume:
+        config.model = args.model
     return config.validate()
+
+
+def _check_model_spec(spec):
+    """``--model MODULE:NAME`` must import and name a callable (else one line, exit 2)."""
+    if spec is None:
+        return
+    from .config import MODEL_SPEC, ConfigError
+    from .training import import_factory
+
+    if not MODEL_SPEC.fullmatch(spec):
+        raise UsageError(f"--model must be MODULE:NAME, got {spec!r}")
+    try:
+        factory = import_factory(spec)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if not callable(factory):
+        raise UsageError(f"--model {spec}: {type(factory).__name__} is not a model factory "
+                         "(a callable NAME(image_shape, config) -> model)")
 
 
 def _init_distributed(config):
@@ -166,7 +205,11 @@ def cmd_train(args):
     if args.resume and (args.config or args.data):
         raise UsageError("--resume continues the run in --out with its own config and data; "
                          "drop --config/--data")
+    _check_model_spec(args.model)
     config = _train_config(args)
+    if args.resume and args.model is not None and args.model != config.model:
+        raise UsageError(f"--model {args.model}: the run in {args.out} was trained with "
+                         f"{config.model or 'the built-in model'}")
     if not args.resume and os.path.exists(os.path.join(args.out, "checkpoint.h5")):
         raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
                          "choose another --out")
@@ -197,7 +240,9 @@ def _load(args):
 
     config_device = args.device or "auto"
     device = resolve_device(config_device)
-    model, config, state = load_run(args.run_dir, device=device, trust_model=args.trust_model)
+    _check_model_spec(args.model)
+    model, config, state = load_run(args.run_dir, device=device, trust_model=args.trust_model,
+                                    model=args.model)
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
     return model, config, state, device
@@ -256,8 +301,7 @@ def cmd_reconstruct(args):
     data = load_data(args.data or config.data.spec, "test")
     _check_shape(model, data)
     out = _writable_file(args.out or os.path.join(args.run_dir, "reconstruct.png"))
-    rows = np.sort(np.random.default_rng(args.seed).choice(len(data), min(args.num, len(data)),
-                                                          replace=False))
+    rows = data.spread_rows(min(args.num, len(data)), seed=args.seed)  # classes spread
     x = data.batch(rows).to(device)
     noisy = torch.as_tensor(add_noise(x.cpu().numpy(), args.noise, seed=args.seed,
                                       clip=args.clip), device=device) if args.noise else x
@@ -277,7 +321,7 @@ def cmd_analyze(args):
     from . import diagnostics
     from .data import load_data
 
-    for name in ("images", "chains", "draws"):
+    for name in ("images", "chains", "draws", "thin"):
         _positive(f"--{name}", getattr(args, name))
     _positive("--warmup", args.warmup, allow_zero=True)
     model, config, state, device = _load(args)
@@ -287,17 +331,14 @@ def cmd_analyze(args):
     os.makedirs(out, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise UsageError(f"{out}: output folder is not writable")
-    import numpy as np
-
-    n = min(args.images, len(data))
-    # a random subset: split files are often sorted by class
-    rows = np.sort(np.random.default_rng(args.seed).choice(len(data), n, replace=False))
+    # a class-spread subset: split files are often sorted by class
+    rows = data.spread_rows(min(args.images, len(data)), seed=args.seed)
     x = data.batch(rows).to(device)
     labels = data.labels[rows] if data.labels is not None else None
     result = diagnostics.analyze(
         model, x, out, labels=labels, chains=args.chains, draws=args.draws, warmup=args.warmup,
-        source=state.path, step_size=config.langevin.step_size,
-        prior_step=config.langevin.prior_step, init=args.init, progress=not args.quiet)
+        thin=args.thin, source=state.path, step_size=config.langevin.step_size, init=args.init,
+        progress=not args.quiet)
     print(f"wrote {out}/idata.nc, summary.md and figures")
     for key, value in result.items():
         if isinstance(value, (int, float)):
@@ -322,15 +363,25 @@ def main(argv=None):
     except UsageError as e:
         print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OSError, RuntimeError) as e:
+    except ValueError as e:
+        from .config import ModelSpecError
+
+        if not isinstance(e, ModelSpecError):
+            return _error(e)
+        print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, RuntimeError) as e:
         from .training import TrainingError
 
-        known = isinstance(e, (ValueError, OSError, TrainingError))
-        if not known:
+        if not isinstance(e, (OSError, TrainingError)):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"pyro-sparsegen: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error(e)
+
+
+def _error(e):
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"pyro-sparsegen: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A setting that is out of range or unknown."""
 
 
+class ModelSpecError(ConfigError):
+    """``model`` (``--model MODULE:NAME``) does not import, names nothing, or builds no model."""
+
+
 def _positive_int(owner, name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .abp import ABP, TrainingError, sparsified
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, ModelSpecError, TrainConfig
 from .infer import ShortRunLangevin
 from .model import FunctionModel, SparseGenerator
 from .networks import ConvGenerator, MLPGenerator
@@ -95,20 +95,20 @@ def build_network(config: TrainConfig, image_shape):
 def import_factory(spec):
     """The object ``MODULE:NAME`` names, importable from the working directory (a user's
     model factory); a module that does not import or a missing name is a one-line
-    :class:`ConfigError`."""
+    :class:`~pyro_sparsegen.config.ModelSpecError`."""
     module, _, name = spec.partition(":")
     sys.path.insert(0, os.getcwd())
     try:
         obj = importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - any import failure of user code is a user error
-        raise ConfigError(f"--model {spec}: module {module!r} does not import "
+        raise ModelSpecError(f"--model {spec}: module {module!r} does not import "
                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                           ) from None
     finally:
         sys.path.pop(0)
     for part in name.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"--model {spec}: {module} has no {name!r}")
+            raise ModelSpecError(f"--model {spec}: {module} has no {name!r}")
         obj = getattr(obj, part)
     return obj
 
@@ -126,19 +126,19 @@ def build_model(config: TrainConfig, image_shape, iterations_per_epoch, model_cl
         run_config = TrainConfig.from_dict(config.to_dict())
         run_config.prior.schedule = config.build_schedule(iterations_per_epoch).to_dict()
         if not callable(factory):
-            raise ConfigError(f"--model {config.model}: {type(factory).__name__} is not "
+            raise ModelSpecError(f"--model {config.model}: {type(factory).__name__} is not "
                               "callable (a factory NAME(image_shape, config) -> model)")
         try:
             model = factory(tuple(image_shape), run_config)
         except Exception as e:  # noqa: BLE001 - user code
-            raise ConfigError(f"--model {config.model}: the factory failed ({type(e).__name__}: "
+            raise ModelSpecError(f"--model {config.model}: the factory failed ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if isinstance(model, torch.nn.Module) and callable(model):
             return model
         if callable(model):
             return FunctionModel(model, image_shape, factory=config.model,
                                  schedule=run_config.build_schedule())
-        raise ConfigError(f"--model {config.model}: returned {type(model).__name__}, not a "
+        raise ModelSpecError(f"--model {config.model}: returned {type(model).__name__}, not a "
                           "Pyro model (a function or a PyroModule)")
     cls = model_class or SparseGenerator
     return cls(build_network(config, image_shape),
