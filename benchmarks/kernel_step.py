@@ -1,29 +1,32 @@
-"""Cost of a ShortRunLangevin step against a hand-written PyTorch Langevin loop.
+"""Cost of a ShortRunLangevin step against hand-written PyTorch Langevin loops, Pyro's HMC, a
+plain Pyro function model and the compiled step; and the distance to the hardware.
 
-Times, in one process, paired and repeated (all variants run once per repeat, in a rotating
-order; medians over the repeats are reported):
+Times, in one process, paired and repeated (all variants once per repeat, in a rotating order;
+medians of the paired ratios are reported), for the authors' MNIST MLP (``MLPGenerator(100)``,
+batch 100) and a conv generator (d = 64, 28x28, batch 64), K = 30 steps of delta = 0.05, the
+generator in its training state (parameters requiring grad):
 
-(a) a plain PyTorch Langevin loop with the same spike-and-slab prior and Gaussian likelihood,
-    written with torch ops (``z.requires_grad_`` + ``torch.autograd.grad``);
-(b) ``ShortRunLangevin.infer`` on :class:`~pyro_sparsegen.SparseGenerator`;
-(c) Pyro's ``HMC(num_steps=1)`` (fixed step size, no adaptation), per gradient, by calling
-    ``kernel.sample`` directly;
+- ``a``: a hand-written loop, explicit step with the noise on; ``b``: the kernel doing that;
+- ``a'``: a hand-written loop, the training default (the semi-implicit step
+  ``z' = z + P h grad``, ``P = 1 / (1 + h kappa)``, kappa the spike-and-slab's curvature in
+  closed form, noise off); ``b'``: the kernel doing that (``TrainConfig().langevin``);
+- ``g``: the training default on a plain Pyro function equivalent to ``SparseGenerator``
+  (``pyro.module``, ``dist.Normal(...).to_event(3)``, a ``SpikeAndSlab`` site): against ``b'``;
+- ``k``: the kernel with ``compile=True`` (the training default): against ``a'`` (MLP only by
+  default; its cold compile time is printed);
+- ``c``: Pyro's ``HMC(num_steps=1)``, one gradient per transition: against ``a``.
 
-for the authors' MNIST MLP (``MLPGenerator(100)``, batch 100) and a conv generator (d=64,
-28x28, batch 64), with K = 30 steps of size delta = 0.05, the noise on, the generator in its
-training state (parameters requiring grad). Both the explicit step (b computes exactly what a
-computes) and the semi-implicit prior step are timed; the semi-implicit hand loop applies the
-same preconditioner, with the spike-and-slab curvature (each component's precision weighted by
-its responsibility) in closed form.
+Both hand loops do the arithmetic the kernel does: K gradient evaluations and a last log
+density at the final state (the kernel's divergence check of its last step). Every case also
+prints its achieved GFLOP/s (the matmul FLOPs of one step's forward and backward, counted by
+``torch.utils.flop_counter``) and that as a fraction of this machine's fp32 matmul throughput
+(a 1024^3 GEMM timed in the same run).
 
-A ratio is the median over repeats of b/a (or c/a) measured within one repeat, which cancels
-slow drifts of a shared machine's load; the ratio of the medians is printed next to it.
-Every step of (b) evaluates the model once, plus once more at the start: K + 1 gradients per
-run where the hand loop needs K (the last one checks the final state for divergence and gives
-``last_run``'s log densities), so 1/K of any ratio is that extra evaluation.
-
-Run: ``python benchmarks/kernel_step.py`` (``--threads``, ``--repeats``, ``--budget``). The
-last line is ``kernel_vs_handwritten_max_ratio=R``: the larger explicit b/a of the two cases.
+Run: ``python benchmarks/kernel_step.py`` (``--threads``, ``--repeats``, ``--budget``,
+``--device``, ``--no-compile``, ``--compile-conv``). The closing lines:
+``kernel_default_vs_handwritten_max_ratio`` (the larger b'/a'), ``kernel_vs_handwritten_max_ratio``
+(the larger b/a), ``compiled_vs_handwritten_ratio`` (MLP k/a'), ``generic_vs_package_ratio``
+(the larger g/b').
 """
 
 import argparse
@@ -33,53 +36,80 @@ import statistics
 import time
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.infer.mcmc import HMC
+from torch.utils.flop_counter import FlopCounterMode
 
+import pyro_sparsegen as psg
 from pyro_sparsegen import ConvGenerator, MLPGenerator, ShortRunLangevin, SparseGenerator
 from pyro_sparsegen import schedules
+from pyro_sparsegen.config import TrainConfig
 
 STEP_SIZE = 0.05
 NUM_STEPS = 30
 NOISE_SCALE = 0.3
-SLAB_WEIGHT, SLAB_SCALE, SPIKE_SCALE = 0.1, 1.0, 0.1
+SLAB_WEIGHT, SLAB_SCALE, SPIKE_SCALE = 0.5, 1.0, 0.04
+DEVICE = torch.device("cpu")
 
 
-# -- (a) the hand-written loop --------------------------------------------------------------
-def hand_langevin(network, x, latent_dim, *, semi_implicit=False):
-    """K Langevin steps on log N(x; g(z), sigma^2) + log spike-and-slab(z), from zeros."""
+# -- the hand-written loops ------------------------------------------------------------------
+def hand_langevin(network, x, latent_dim, *, semi_implicit=False, noise=True):
+    """K Langevin steps on log N(x; g(z), sigma^2) + log spike-and-slab(z) from zeros, then the
+    log density at the final state."""
     w = torch.tensor(SLAB_WEIGHT, dtype=x.dtype, device=x.device)
     s1 = torch.tensor(SLAB_SCALE, dtype=x.dtype, device=x.device)
     s0 = torch.tensor(SPIKE_SCALE, dtype=x.dtype, device=x.device)
-    log_w, log_1mw = w.log(), torch.log1p(-w)
-    half_log_2pi = 0.5 * math.log(2 * math.pi)
-    log_sigma = math.log(NOISE_SCALE)
+    a1 = w.log() - s1.log() - 0.5 * math.log(2 * math.pi)
+    a0 = torch.log1p(-w) - s0.log() - 0.5 * math.log(2 * math.pi)
+    c1, c0 = 1 / s1**2, 1 / s0**2
+    norm = x[0].numel() * (math.log(NOISE_SCALE) + 0.5 * math.log(2 * math.pi))
     h = 0.5 * STEP_SIZE**2
+
+    def log_density(z):
+        sq = z * z
+        slab, spike = a1 - 0.5 * c1 * sq, a0 - 0.5 * c0 * sq
+        log_prior = torch.logaddexp(slab, spike).sum(-1)
+        log_lik = ((x - network(z)) / NOISE_SCALE).pow(2).flatten(1).sum(1) * -0.5 - norm
+        return log_prior + log_lik, slab, spike
+
     z = torch.zeros(x.shape[0], latent_dim, dtype=x.dtype, device=x.device)
     for _ in range(NUM_STEPS):
         z = z.detach().requires_grad_(True)
-        sq = z * z
-        slab = log_w - 0.5 * sq / s1**2 - s1.log() - half_log_2pi
-        spike = log_1mw - 0.5 * sq / s0**2 - s0.log() - half_log_2pi
-        log_prior = torch.logaddexp(slab, spike).sum()
-        mean = network(z)
-        log_lik = (-0.5 * ((x - mean) / NOISE_SCALE) ** 2 - log_sigma - half_log_2pi).sum()
-        (grad,) = torch.autograd.grad(log_prior + log_lik, z)
+        value, slab, spike = log_density(z)
+        (grad,) = torch.autograd.grad(value.sum(), z)
         with torch.no_grad():
-            step = h * grad + STEP_SIZE * torch.randn_like(z)
+            step = h * grad
+            if noise:
+                step = step + STEP_SIZE * torch.randn_like(z)
             if semi_implicit:
-                # -d/dz log p(z) / z: each component's precision weighted by its responsibility
                 r = torch.sigmoid(slab - spike)
-                kappa = r / s1**2 + (1 - r) / s0**2
-                step = step / (1 + h * kappa)
+                step = step / (1 + h * (c0 + r * (c1 - c0)))
             z = z + step
-    return z.detach()
+    with torch.no_grad():
+        return z, log_density(z)[0]
 
 
-# -- (b) the kernel; (c) Pyro's HMC -----------------------------------------------------------
+# -- the package, a plain Pyro function, Pyro's HMC -------------------------------------------
 def make_model(network):
     schedule = schedules.constant(SLAB_WEIGHT, SLAB_SCALE, SPIKE_SCALE)
     return SparseGenerator(network, schedule=schedule, noise_scale=NOISE_SCALE)
+
+
+def plain_function(network):
+    """The same model as a Pyro function a user would write."""
+    d = network.latent_dim
+    annealed = psg.Annealed(schedules.constant(SLAB_WEIGHT, SLAB_SCALE, SPIKE_SCALE),
+                            device=DEVICE)
+
+    def model(x=None, num_images=None):
+        pyro.module("generator", network)
+        w, slab, spike = annealed
+        with pyro.plate("images", x.shape[0]):
+            z = pyro.sample("z", psg.SpikeAndSlab(w, slab, spike).expand([d]).to_event(1))
+            pyro.sample("x", dist.Normal(network(z), NOISE_SCALE).to_event(3), obs=x)
+
+    return model
 
 
 def make_hmc(model, x):
@@ -91,7 +121,6 @@ def make_hmc(model, x):
 
 
 def hmc_steps(hmc, num_steps):
-    """``num_steps`` HMC transitions of one leapfrog step each: one gradient per transition."""
     params = hmc.initial_params
     with pyro.validation_enabled(False):
         for _ in range(num_steps):
@@ -100,61 +129,106 @@ def hmc_steps(hmc, num_steps):
 
 
 # -- timing ------------------------------------------------------------------------------------
-DEVICE = torch.device("cpu")
+def sync():
+    if DEVICE.type == "cuda":  # queued kernels count
+        torch.cuda.synchronize()
 
 
 def timed(fn):
+    sync()
     start = time.perf_counter()
     fn()
-    if DEVICE.type == "cuda":  # queued kernels count
-        torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - start
 
 
-def run_case(name, network, image_shape, batch, repeats, budget):
+def gemm_gflops(size=1024, repeats=10):
+    a = torch.randn(size, size, device=DEVICE)
+    b = torch.randn(size, size, device=DEVICE)
+    a @ b
+    best = min(timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def step_flops(network, x, latent_dim):
+    """Matmul FLOPs of one Langevin step's forward and backward (of the hand loop)."""
+    z = torch.zeros(x.shape[0], latent_dim, device=x.device, requires_grad=True)
+    params = [p for p in network.parameters() if p.requires_grad]
+    for p in params:  # the step differentiates w.r.t. z only
+        p.requires_grad_(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            (-0.5 * ((x - network(z)) / NOISE_SCALE).pow(2).sum()).backward()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return counter.get_total_flops()
+
+
+def run_case(name, network, image_shape, batch, args, compiled):
     torch.manual_seed(0)
     network = network.to(DEVICE)
     x = torch.rand(batch, *image_shape, device=DEVICE)
     d = network.latent_dim
     model = make_model(network)
+    default = TrainConfig().langevin.kernel_options()
+    default.update(step_size=STEP_SIZE, num_steps=NUM_STEPS, compile=False)
     explicit = ShortRunLangevin(model, step_size=STEP_SIZE, num_steps=NUM_STEPS, noise=True)
-    semi = ShortRunLangevin(model, step_size=STEP_SIZE, num_steps=NUM_STEPS, noise=True,
-                            prior_step="semi-implicit")
+    semi = ShortRunLangevin(model, **default)
+    generic = ShortRunLangevin(plain_function(network), **default)
     hmc = make_hmc(model, x)
     variants = {
-        "a  hand explicit": lambda: hand_langevin(network, x, d),
-        "b  kernel explicit": lambda: explicit.infer(x),
-        "a' hand semi-implicit": lambda: hand_langevin(network, x, d, semi_implicit=True),
-        "b' kernel semi-implicit": lambda: semi.infer(x),
+        "a  hand explicit, noise": lambda: hand_langevin(network, x, d),
+        "b  kernel explicit, noise": lambda: explicit.infer(x),
+        "a' hand default (semi-implicit, MAP)": lambda: hand_langevin(
+            network, x, d, semi_implicit=True, noise=False),
+        "b' kernel default": lambda: semi.infer(x),
+        "g  plain Pyro function, default": lambda: generic.infer(x),
         "c  pyro HMC(num_steps=1)": lambda: hmc_steps(hmc, NUM_STEPS),
     }
-    for fn in variants.values():  # warm-up: allocator, first-call caches
+    if compiled:
+        fast = ShortRunLangevin(model, **{**default, "compile": True})
+        cold = timed(lambda: fast.infer(x))
+        dynamics = next(iter(fast._dynamics.values()))
+        print(f"\n{name}: compile=True cold first call {cold:.1f} s (compile "
+              f"{dynamics.compile_seconds or float('nan'):.1f} s); "
+              f"{'compiled' if dynamics.compile and dynamics.using_graph else 'eager: ' + str(dynamics.failed)}")
+        variants["k  kernel default, compile=True"] = lambda: fast.infer(x)
+    for fn in variants.values():  # warm-up: derived graphs, allocator, first-call caches
+        fn()
         fn()
     times = {k: [] for k in variants}
     names = list(variants)
     start = time.perf_counter()
-    for r in range(repeats):
+    for r in range(args.repeats):
         # rotate the order so no variant always runs first (or after the same neighbour)
         for k in names[r % len(names):] + names[:r % len(names)]:
             times[k].append(timed(variants[k]) / NUM_STEPS)
-        if r >= 4 and time.perf_counter() - start > budget:
+        if r >= 4 and time.perf_counter() - start > args.budget:
             break
     done = len(times[names[0]])
     med = {k: statistics.median(v) for k, v in times.items()}
+    flops = step_flops(network, x, d)
     print(f"\n== {name}: batch {batch}, latent {d}, image {tuple(image_shape)}, "
-          f"K={NUM_STEPS}, delta={STEP_SIZE}, {done} repeats ==")
+          f"K={NUM_STEPS}, delta={STEP_SIZE}, {done} repeats; {flops / 1e6:.1f} MFLOP a step ==")
     for k, v in med.items():
         q = statistics.quantiles(times[k], n=4)
-        print(f"  {k:26s} median {v * 1e3:8.3f} ms/step  (IQR {q[0] * 1e3:.3f}-{q[2] * 1e3:.3f})")
-    pairs = {
-        "explicit b/a": ("b  kernel explicit", "a  hand explicit"),
-        "semi-implicit b'/a'": ("b' kernel semi-implicit", "a' hand semi-implicit"),
-        "HMC c/a": ("c  pyro HMC(num_steps=1)", "a  hand explicit"),
+        gflops = flops / v / 1e9 if not k.startswith("c") else float("nan")
+        print(f"  {k:38s} median {v * 1e3:7.3f} ms/step (IQR {q[0] * 1e3:.3f}-{q[2] * 1e3:.3f})"
+              f"  {gflops:6.2f} GFLOP/s = {gflops / args.peak:5.1%} of the GEMM peak")
+    pairs = {  # key: (label, numerator, denominator)
+        "explicit": ("b/a", "b  kernel explicit, noise", "a  hand explicit, noise"),
+        "default": ("b'/a'", "b' kernel default", "a' hand default (semi-implicit, MAP)"),
+        "generic": ("g/b'", "g  plain Pyro function, default", "b' kernel default"),
+        "hmc": ("c/a", "c  pyro HMC(num_steps=1)", "a  hand explicit, noise"),
     }
+    if compiled:
+        pairs["compiled"] = ("k/a'", "k  kernel default, compile=True",
+                             "a' hand default (semi-implicit, MAP)")
     ratios = {}
-    for k, (num, den) in pairs.items():
-        ratios[k] = statistics.median(n / d for n, d in zip(times[num], times[den]))
-        print(f"  ratio {k:20s} {ratios[k]:6.3f} (median of paired ratios; "
+    for key, (label, num, den) in pairs.items():
+        ratios[key] = statistics.median(n / d for n, d in zip(times[num], times[den]))
+        print(f"  ratio {key} {label:6s} {ratios[key]:6.3f} (median of paired ratios; "
               f"{med[num] / med[den]:.3f} as a ratio of medians)")
     return ratios
 
@@ -167,21 +241,30 @@ def main():
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch threads (default: the cores this process may use)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled step")
+    parser.add_argument("--compile-conv", action="store_true",
+                        help="time the compiled step on the conv generator too")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)
+    args.peak = gemm_gflops()
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} "
-          f"threads, float32, {DEVICE}")
-    mlp = run_case("MLP (authors' MNIST)", MLPGenerator(100), (1, 28, 28), 100, args.repeats,
-                   args.budget)
-    conv = run_case("Conv", ConvGenerator(64, (1, 28, 28)), (1, 28, 28), 64, args.repeats,
-                    args.budget)
+          f"threads, float32, {DEVICE}; fp32 GEMM 1024^3: {args.peak:.1f} GFLOP/s")
+    mlp = run_case("MLP (authors' MNIST)", MLPGenerator(100), (1, 28, 28), 100, args,
+                   compiled=not args.no_compile)
+    conv = run_case("Conv", ConvGenerator(64, (1, 28, 28)), (1, 28, 28), 64, args,
+                    compiled=args.compile_conv and not args.no_compile)
     print()
-    for key in ("semi-implicit b'/a'", "HMC c/a"):
-        print(f"{key}: MLP {mlp[key]:.3f}, conv {conv[key]:.3f}")
-    worst = max(mlp["explicit b/a"], conv["explicit b/a"])
-    print(f"kernel_vs_handwritten_max_ratio={worst:.3f}")
+    print(f"HMC c/a: MLP {mlp['hmc']:.3f}, conv {conv['hmc']:.3f}")
+    if "compiled" in conv:
+        print(f"compiled k/a' on the conv generator: {conv['compiled']:.3f}")
+    print(f"kernel_default_vs_handwritten_max_ratio={max(mlp['default'], conv['default']):.3f}")
+    print(f"kernel_vs_handwritten_max_ratio={max(mlp['explicit'], conv['explicit']):.3f}")
+    if "compiled" in mlp:
+        print(f"compiled_vs_handwritten_ratio={mlp['compiled']:.3f}")
+    print(f"generic_vs_package_ratio={max(mlp['generic'], conv['generic']):.3f}")
 
 
 if __name__ == "__main__":

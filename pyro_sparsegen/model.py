@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 from torch.distributions import constraints
 
 from . import schedules as schedules_
-from .distributions import SpikeAndSlab
+from .distributions import SpikeAndSlab, isotropic_normal_log_prob
 
 LIKELIHOODS = ("normal", "bernoulli")
 PRIORS = ("annealed", "learned", "hierarchical")
@@ -78,12 +78,7 @@ class _IsotropicNormal(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        residual = (value - self.loc) * self._inv_scale
-        if self._event:
-            residual = residual.pow(2).sum(tuple(range(-len(self._event), 0)))
-        else:
-            residual = residual.pow(2)
-        return residual * -0.5 - self._log_normalizer
+        return isotropic_normal_log_prob(value, self.loc, self.scale, len(self._event))
 
     def entropy(self):
         per_image = self._log_normalizer + 0.5 * self._event.numel()

@@ -213,3 +213,22 @@ def test_a_model_a_graph_cannot_follow_runs_through_pyro_with_one_warning(float6
             warnings.simplefilter("error")
             kernel.infer(x)  # once only
         assert not next(iter(kernel._dynamics.values())).using_graph
+
+
+def test_a_normal_likelihood_with_one_scale_takes_the_closed_form_and_equals_pyros(float64):
+    from pyro_sparsegen.infer.target import _normal_log_prob
+
+    loc = torch.randn(4, 1, 3, 3, requires_grad=True)
+    value = torch.rand(4, 1, 3, 3)
+    for fn in (dist.Normal(loc, 0.3).to_event(3), dist.Normal(loc, torch.tensor(0.3)).to_event(2),
+               dist.Normal(loc, 0.3)):
+        fast = _normal_log_prob(fn, value)
+        assert fast is not None
+        expected = fn.log_prob(value)
+        torch.testing.assert_close(fast, expected)
+        torch.testing.assert_close(torch.autograd.grad(fast.sum(), loc)[0],
+                                   torch.autograd.grad(expected.sum(), loc)[0])
+    # a scale per element, or one that is learned: Pyro's own log_prob
+    assert _normal_log_prob(dist.Normal(loc, torch.rand(4, 1, 3, 3) + 0.1), value) is None
+    assert _normal_log_prob(dist.Normal(loc, torch.tensor(0.3, requires_grad=True)), value) \
+        is None

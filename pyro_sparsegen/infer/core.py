@@ -139,13 +139,16 @@ def _log_uniform(shape, like):
     return torch.rand(shape, dtype=like.dtype, device=like.device).log()
 
 
-def _proposal(z, grad, curvature, step_size, eps, precondition):
-    """``(proposal, mean, scale)``; ``step_size`` a number or a tensor broadcasting to ``z``."""
+def _proposal(z, grad, curvature, step_size, eps, precondition, with_scale=True):
+    """``(proposal, mean, scale)``; ``step_size`` a number or a tensor broadcasting to ``z``
+    (``scale`` is ``None`` when not ``with_scale``: a noise-free step needs none)."""
     h = 0.5 * step_size * step_size
     if precondition and curvature is not None:
-        p = 1.0 / (1.0 + h * curvature)
-        mean = z + (p * h) * grad
-        scale = p * step_size
+        denominator = 1.0 + h * curvature  # P = 1 / denominator
+        mean = z + h * grad / denominator
+        if not with_scale:
+            return mean, mean, None
+        scale = step_size / denominator
     else:
         mean = z + h * grad
         scale = step_size
@@ -209,7 +212,8 @@ def local_step(state, density_fn, step_size, eps=None, log_u=None, *, preconditi
     """
     step = step_size.unsqueeze(-1) if isinstance(step_size, torch.Tensor) else step_size
     z, d = state.position, state.density
-    proposal, _, scale = _proposal(z, d.grad, d.curvature, step, eps, precondition)
+    proposal, _, scale = _proposal(z, d.grad, d.curvature, step, eps, precondition,
+                                   with_scale=eps is not None)
     new = density_fn(proposal, state.glob)
     ok = _ok(new.local, d.local, new.grad.sum(-1), max_energy_error)
     if log_u is None:
@@ -265,7 +269,7 @@ def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondit
     g, d = state.glob, state.density
     total = d.local.sum(-1) + d.shared
     proposal, _, scale = _proposal(g, d.grad_global, d.curvature_global, step, eps,
-                                   precondition)
+                                   precondition, with_scale=eps is not None)
     new = density_fn(state.position, proposal)
     new_total = new.local.sum(-1) + new.shared
     ok = _ok(new_total, total, new.grad_global.sum(-1) + new.grad.sum((-2, -1)),

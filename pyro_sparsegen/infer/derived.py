@@ -116,6 +116,8 @@ def derive(fn, example_inputs, model=None):
     with _forked_rng(example_inputs, model), pyro.validation_enabled(False):
         gm = make_fx(traced)(*example_inputs)
     _drop_detach(gm.graph)
+    _drop_identities(gm.graph)
+    _merge_attributes(gm.graph)
     try:  # common subexpressions: e.g. a distribution's terms computed by two of its methods
         from torch._functorch.compile_utils import fx_graph_cse
 
@@ -129,10 +131,51 @@ def derive(fn, example_inputs, model=None):
     return fold_constants(gm)
 
 
+def _merge_attributes(graph):
+    """One ``get_attr`` node per attribute (a trace loads a constant anew at every use, which
+    hides the repeated computations on it from common-subexpression elimination)."""
+    first = {}
+    for node in list(graph.nodes):
+        if node.op != "get_attr":
+            continue
+        if node.target in first:
+            node.replace_all_uses_with(first[node.target])
+            graph.erase_node(node)
+        else:
+            first[node.target] = node
+
+
 def _drop_detach(graph):
     """``detach`` is the identity in the graph's replay (it runs without autograd)."""
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target is torch.ops.aten.detach.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+
+
+_aten = torch.ops.aten
+_VIEWS = {_aten.expand.default, _aten.view.default, _aten.reshape.default,
+          _aten._unsafe_view.default, _aten.alias.default}
+_NEUTRAL = {_aten.mul.Tensor: 1, _aten.mul.Scalar: 1, _aten.div.Tensor: 1, _aten.div.Scalar: 1,
+            _aten.add.Tensor: 0, _aten.add.Scalar: 0, _aten.sub.Tensor: 0, _aten.sub.Scalar: 0,
+            _aten.pow.Tensor_Scalar: 1}
+
+
+def _drop_identities(graph):
+    """Remove what a trace leaves that does nothing: views to the same shape, ``x * 1``,
+    ``x + 0``, ``x ** 1`` (same shape and dtype as ``x``)."""
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not node.args or \
+                not isinstance(node.args[0], torch.fx.Node):
+            continue
+        source, out = node.args[0].meta.get("val"), node.meta.get("val")
+        if not (isinstance(source, torch.Tensor) and isinstance(out, torch.Tensor)) or \
+                source.shape != out.shape or source.dtype != out.dtype:
+            continue
+        neutral = _NEUTRAL.get(node.target)
+        if node.target in _VIEWS or (
+                neutral is not None and len(node.args) == 2 and not node.kwargs and
+                isinstance(node.args[1], (int, float)) and node.args[1] == neutral):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
 

@@ -27,7 +27,11 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 
+from ..distributions import isotropic_normal_log_prob
 from .core import Density
+
+_NORMALS = (torch.distributions.Normal, pyro.distributions.Normal)
+Independent = torch.distributions.Independent
 
 
 class _Site(NamedTuple):
@@ -95,7 +99,26 @@ class _Evaluate(Messenger):
 
 
 def _log_prob(msg):
-    return scale_and_mask(msg["fn"].log_prob(msg["value"]), msg["scale"], msg["mask"])
+    fn, value = msg["fn"], msg["value"]
+    out = _normal_log_prob(fn, value)
+    return scale_and_mask(fn.log_prob(value) if out is None else out, msg["scale"],
+                          msg["mask"])
+
+
+def _normal_log_prob(fn, value):
+    """A ``Normal`` (under ``Independent``) with one scale for every element and no gradient
+    to it, the usual image likelihood: the same density with a one-operation gradient
+    (:func:`~pyro_sparsegen.distributions.isotropic_normal_log_prob`); ``None`` otherwise."""
+    dims = 0
+    while isinstance(fn, Independent):
+        dims += fn.reinterpreted_batch_ndims
+        fn = fn.base_dist
+    if type(fn) not in _NORMALS or fn.scale.requires_grad:
+        return None
+    scale = fn.scale
+    if scale.numel() != 1 and any(stride != 0 for stride in scale.stride()):
+        return None  # one value broadcast (stride 0), not a tensor of scales
+    return isotropic_normal_log_prob(value, fn.loc, scale[(0,) * scale.dim()], dims)
 
 
 def _secant_curvature(fn, value, eps=1e-6):
@@ -281,7 +304,7 @@ class ModelTarget:
             shape = shape + (self.num_chains,)
             if self._chain_index is None:
                 out = out.unsqueeze(-1)
-        return out.expand(shape)
+        return out if out.shape == shape else out.expand(shape)
 
     def _in_chain_plate(self, msg):
         if self.plate is None:
@@ -296,7 +319,11 @@ class ModelTarget:
         args = self.args if args is None else args
         kwargs = self.kwargs if kwargs is None else kwargs
         msgs = self._run(values, args, kwargs)
-        local = shared = observed = 0.0
+        local = shared = observed = None
+
+        def add(total, part):
+            return part if total is None else total + part
+
         for msg in msgs:
             term = _log_prob(msg)
             if jacobians is not None and msg["name"] in jacobians:
@@ -304,16 +331,16 @@ class ModelTarget:
             in_plate = self._in_chain_plate(msg)
             part = self._per_chain(term, in_plate)
             if in_plate:
-                local = local + part
+                local = add(local, part)
                 if msg["is_observed"]:
-                    observed = observed + part
+                    observed = add(observed, part)
             else:
-                shared = shared + part
+                shared = add(shared, part)
         lead = (self.replicas,) if self.replicas else ()
         zeros = torch.zeros(lead + (self.num_chains,), dtype=self.dtype, device=self.device)
-        local = zeros + local if isinstance(local, float) else local
-        observed = zeros + observed if isinstance(observed, float) else observed
-        shared = zeros.sum(-1) + shared if isinstance(shared, float) else shared
+        local = zeros if local is None else local
+        observed = torch.zeros_like(local) if observed is None else observed
+        shared = zeros.sum(-1) if shared is None else shared
         return local, shared, observed, msgs
 
     def _jacobians(self, free, values):
