@@ -298,3 +298,39 @@ def test_log_density_for_any_key_order(float64):
     expected = dist.Normal(0.0, 1.0).log_prob(torch.tensor(0.3)) + \
         dist.Gamma(2.0, 1.0).log_prob(torch.tensor(1.5)) + math.log(1.5)  # Jacobian of exp
     assert one[0].item() == pytest.approx(expected.item())
+
+
+def test_the_compiled_step_equals_the_eager_one_and_follows_the_schedule_without_recompiling():
+    from torch._dynamo.utils import counters
+
+    from pyro_sparsegen.infer.derived import COMPILE_AFTER
+
+    schedule = psg.schedules.Schedule(psg.schedules.Curve("linear", 1.0, 0.2, 0, 30), 1.0,
+                                      psg.schedules.Curve("exponential", 1.0, 0.05, 0, 30))
+    model = psg.SparseGenerator(psg.MLPGenerator(4, (1, 8, 8), hidden=(8,)), schedule=schedule)
+    x = torch.rand(6, 1, 8, 8)
+    options = dict(noise=False, prior_step="semi-implicit", num_steps=5)
+    fast = ShortRunLangevin(model, compile=True, **options)
+    eager = ShortRunLangevin(model, **options)
+    before = counters["stats"]["unique_graphs"]
+    for _ in range(COMPILE_AFTER + 1):  # a target is compiled once it has run three times
+        fast.infer(x)
+    dynamics = next(iter(fast._dynamics.values()))
+    assert dynamics.compiled and dynamics.compile_seconds > 0, dynamics.failed
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > before  # compiled, and what runs from now on is the compiled step
+    assert isinstance(dynamics.graph_step, torch._dynamo.eval_frame.OptimizedModule)
+    for iteration in range(1, 30, 3):  # the schedule moves: no recompile
+        model.iteration = iteration
+        torch.testing.assert_close(fast.infer(x)["z"], eager.infer(x)["z"], rtol=1e-5,
+                                   atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == graphs
+    # with the noise on, the random numbers are drawn outside: the same draws
+    noisy = dict(noise=True, prior_step="explicit", num_steps=5)
+    fast, eager = ShortRunLangevin(model, compile=True, **noisy), ShortRunLangevin(model, **noisy)
+    for _ in range(COMPILE_AFTER + 1):
+        fast.infer(x)
+    pyro.set_rng_seed(3)
+    a = fast.infer(x)["z"]
+    pyro.set_rng_seed(3)
+    torch.testing.assert_close(a, eager.infer(x)["z"], rtol=1e-5, atol=1e-6)

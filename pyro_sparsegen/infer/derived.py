@@ -16,8 +16,9 @@ caught there; the run is redone through the trace, the graph is derived again, a
 second disagreement the target runs through the trace for good, with one warning. A model
 that cannot be traced runs through the trace as well (one warning saying why).
 
-With ``compile=True`` the derived transition is compiled by ``torch.compile`` (random
-numbers are inputs, so it draws exactly what the eager step draws).
+With ``compile=True`` the derived graphs are compiled by ``torch.compile`` once a target has
+run three times (a one-off batch shape is not worth a compile); random numbers are inputs, so
+a compiled step draws exactly what the eager one draws.
 """
 
 import warnings
@@ -31,6 +32,7 @@ from .core import langevin_init, langevin_step
 from .target import _forked_rng
 
 CHECK_FIRST, CHECK_EVERY = 3, 8
+COMPILE_AFTER = 3  # runs of a target before compile=True compiles it (one-off shapes stay)
 
 
 class DerivationWarning(UserWarning):
@@ -241,6 +243,7 @@ class Dynamics:
         self.failed = None  # why the graph is not used (a string), once given up
         self.runs = 0
         self.mismatches = 0
+        self.compiled = False
         self.compile_seconds = None
         self._tensors, self._rebuild = _split_args(target.args, target.kwargs)
         self._curvature = options.precondition
@@ -303,15 +306,33 @@ class Dynamics:
             return
         self.graph_init, self.graph_step = graph_init, graph_step
         self.runs = 0  # a fresh graph is checked on its first runs again
-        if self.compile:
-            import time
+        self.compiled = False
 
-            tick = time.perf_counter()
-            compiled = torch.compile(graph_step, dynamic=False)
-            with torch.no_grad():
-                compiled(state, randoms, step_size, global_step_size, tensors)
-            self.compile_seconds = time.perf_counter() - tick
-            self.graph_step = compiled
+    def _compile(self, state, randoms, step_size, global_step_size, tensors):
+        """``torch.compile`` the derived graphs (shapes fixed: a new batch size is a new
+        target); the schedule's moves are in-place updates of live tensors, no recompile."""
+        import time
+
+        # on a CPU the C++ wrapper saves the Python call of every fused kernel
+        options = {"cpp_wrapper": True} if state.position.device.type == "cpu" else {}
+        tick = time.perf_counter()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                # torch's compiler stack imports deprecated parts of itself: not the user's
+                warnings.simplefilter("ignore", DeprecationWarning)
+                init = torch.compile(self.graph_init, dynamic=False, options=options)
+                step = torch.compile(self.graph_step, dynamic=False, options=options)
+                init(state.position, state.glob, tensors)
+                step(state, randoms, step_size, global_step_size, tensors)
+        except Exception as e:  # noqa: BLE001 - any compiler failure means: run the graph
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            warnings.warn(f"ShortRunLangevin(compile=True): the step could not be compiled "
+                          f"({type(e).__name__}: {message[:160]}); running the derived graph "
+                          "uncompiled", DerivationWarning, stacklevel=5)
+            return
+        self.compile_seconds = time.perf_counter() - tick
+        self.graph_init, self.graph_step = init, step
+        self.compiled = True
 
     def _validate(self, graph_init, graph_step, state, randoms, step_size, global_step_size,
                   tensors):
@@ -361,6 +382,10 @@ class Dynamics:
     def step(self, state, randoms, step_size, global_step_size):
         if self.graph_step is None and self.want_graph and self.failed is None:
             self._derive(state, randoms, step_size, global_step_size)
+        elif self.compile and not self.compiled and self.graph_step is not None and \
+                self.runs >= COMPILE_AFTER:
+            self.compiled = True  # tried once, whatever happens
+            self._compile(state, randoms, step_size, global_step_size, self._tensors)
         if self.graph_step is not None:
             with torch.no_grad():
                 return self.graph_step(state, randoms, step_size, global_step_size,

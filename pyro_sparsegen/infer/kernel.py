@@ -332,9 +332,11 @@ class ShortRunLangevin(MCMCKernel):
         for _ in range(self.num_steps):
             randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
             state, info = dyn.step(state, randoms, local_step, global_step)
-            divergences = info.diverging.to(torch.int32) if divergences is None else \
-                divergences + info.diverging
-            accept = info.accept_prob if accept is None else accept + info.accept_prob
+            if divergences is None:
+                divergences, accept = info.diverging.to(torch.int32), info.accept_prob.clone()
+            else:
+                divergences.add_(info.diverging)
+                accept.add_(info.accept_prob)
         if mismatch is not None and sync and bool(mismatch):
             dyn.mismatch_found()
             return self.infer(*args, num_chains=num_chains, sync=sync, **kwargs)
