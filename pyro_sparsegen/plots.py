@@ -41,9 +41,12 @@ def _save(fig, path):
 @contextlib.contextmanager
 def _quiet_arviz():
     """Silence matplotlib's deprecation warnings raised inside ArviZ's plotting code
-    (matplotlib 3.11 vs ArviZ 0.23), and nothing else."""
+    (matplotlib 3.11 vs ArviZ 0.23), and ArviZ's note that a chain it draws a density of
+    stayed at one value (a coordinate whose proposals were all rejected), and nothing else."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=MatplotlibDeprecationWarning)
+        warnings.filterwarnings("ignore", message="Your data appears to have a single value",
+                                category=UserWarning)
         yield
 
 

@@ -334,3 +334,14 @@ def test_the_compiled_step_equals_the_eager_one_and_follows_the_schedule_without
     a = fast.infer(x)["z"]
     pyro.set_rng_seed(3)
     torch.testing.assert_close(a, eager.infer(x)["z"], rtol=1e-5, atol=1e-6)
+
+
+def test_sample_chains_starts_where_it_is_told(float64):
+    model = sparse_model()
+    x = torch.rand(3, 1, 4, 4)
+    start = {"z": torch.full((2, 3, 4), 0.3)}
+    kernel = ShortRunLangevin(model, metropolis=True, step_size=1e-9, crossing=False,
+                              adapt_step_size=False)
+    samples, _ = kernel.sample_chains(x, num_chains=2, num_draws=2, warmup_steps=0,
+                                      initial=start)
+    torch.testing.assert_close(samples["z"][:, 0], start["z"], atol=1e-6, rtol=0)

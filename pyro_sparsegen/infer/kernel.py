@@ -346,12 +346,14 @@ class ShortRunLangevin(MCMCKernel):
         return target.values(state.position, state.glob)
 
     def sample_chains(self, *args, num_chains=4, num_draws=200, warmup_steps=None, thin=1,
-                      **kwargs):
+                      initial=None, **kwargs):
         """Replica chains per image, vectorised in one tensor: ``warmup_steps`` transitions
         (default ``num_steps``; they adapt the step sizes when :attr:`adapt_step_size`) from
         :attr:`init` (default: prior draws), then ``num_draws`` kept draws, one every
         ``thin`` transitions.
 
+        :param initial: where the chains start instead: constrained values ``{site: [chains,
+            *site_shape]}`` (e.g. ``infer(..., num_chains=C)`` of a noise-free kernel).
         :return: ``(samples, stats)``: ``samples[site]`` is ``[chains, draws, *site_shape]``
             (constrained); ``stats`` has ``log_density``, ``log_likelihood``,
             ``accept_prob``, ``diverging`` and ``step_size`` (``[chains, draws, plate]``; a
@@ -366,7 +368,11 @@ class ShortRunLangevin(MCMCKernel):
             _check_int("warmup_steps", warmup_steps, 0)
         target = self._target(args, kwargs, num_chains)
         dyn = self.dynamics(target, args, kwargs)
-        position, glob = self._start(target, self.init or "prior", args, kwargs)
+        if initial is None:
+            position, glob = self._start(target, self.init or "prior", args, kwargs)
+        else:
+            position, glob = target.pack_free(target.unconstrain(
+                {k: v.detach() for k, v in initial.items()}))
         state, mismatch = dyn.begin(position, glob)
         if mismatch is not None and bool(mismatch):
             dyn.mismatch_found()
