@@ -13,8 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-from common import ev  # noqa: E402
+import common
+from common import ev
 
 NAME = "classify_codes"
 TITLE = "Linear probe on the codes"

@@ -440,7 +440,8 @@ class Workspace:
         """``[(final slab weight, key)]`` of the sparsity sweep, the default model included,
         largest weight first."""
         default = self.default_final_slab_weight()
-        same = (lambda w: math.isclose(w, default, rel_tol=1e-9, abs_tol=1e-12))
+        def same(w):
+            return math.isclose(w, default, rel_tol=1e-9, abs_tol=1e-12)
         weights = sorted({default, *(w for w in self.mode["sweep"] if not same(w))},
                          reverse=True)
         return [(w, "sparse" if same(w) else f"sparse_w{w:g}") for w in weights]

@@ -19,10 +19,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
-from common import ev  # noqa: E402
+import common
+from common import ev
 
 NAME = "denoise_classify"
 TITLE = "Denoise, then classify"

@@ -16,10 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
-import pyro_sparsegen as psg  # noqa: E402
+import common
+import pyro_sparsegen as psg
 
 NAME = "denoise_quality"
 TITLE = "Denoising quality (PSNR, SSIM against the clean images)"

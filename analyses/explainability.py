@@ -15,12 +15,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import common  # noqa: E402
-import pyro_sparsegen as psg  # noqa: E402
-from common import ev  # noqa: E402
+import common
+import pyro_sparsegen as psg
+from common import ev
 
 NAME = "explainability"
 TITLE = "Explainability: per-class activation maps, traversals, class overlap"

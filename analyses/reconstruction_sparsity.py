@@ -15,9 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
+import common
 
 NAME = "reconstruction_sparsity"
 TITLE = "Reconstruction and sparsity"

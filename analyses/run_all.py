@@ -25,13 +25,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-import classify_codes  # noqa: E402
-import denoise_classify  # noqa: E402
-import denoise_quality  # noqa: E402
-import explainability  # noqa: E402
-import reconstruction_sparsity  # noqa: E402
-import sample_quality  # noqa: E402
+import common
+import classify_codes
+import denoise_classify
+import denoise_quality
+import explainability
+import reconstruction_sparsity
+import sample_quality
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
            sample_quality, explainability)

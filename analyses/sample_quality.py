@@ -18,11 +18,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import common  # noqa: E402
-import pyro_sparsegen as psg  # noqa: E402
-from common import ev  # noqa: E402
+import common
+import pyro_sparsegen as psg
+from common import ev
 
 NAME = "sample_quality"
 TITLE = "Sample quality (FID in a small classifier's features)"

@@ -192,7 +192,7 @@ def run_case(name, network, image_shape, batch, args, compiled):
         dynamics = next(iter(fast._dynamics.values()))
         print(f"\n{name}: compile=True first 4 calls {cold:.1f} s (compile "
               f"{dynamics.compile_seconds or float('nan'):.1f} s); "
-              f"{'compiled' if dynamics.compile_seconds else 'not compiled: ' + str(dynamics.failed)}")
+              + ("compiled" if dynamics.compile_seconds else f"not compiled: {dynamics.failed}"))
         variants["k  kernel default, compile=True"] = lambda: fast.infer(x)
     for fn in variants.values():  # warm-up: derived graphs, allocator, first-call caches
         fn()

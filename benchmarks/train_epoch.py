@@ -65,7 +65,7 @@ def hand_epoch(train_data, config):
         a1 = math.log(w) - math.log(s1) - half_log_2pi
         a0 = (math.log1p(-w) if w < 1 else -math.inf) - math.log(s0) - half_log_2pi
 
-        def log_joint(z):
+        def log_joint(z, x=x, a1=a1, a0=a0, s1=s1, s0=s0):
             slab, spike = a1 - 0.5 * (z / s1) ** 2, a0 - 0.5 * (z / s0) ** 2
             log_lik = ((x - net(z)) / sigma).pow(2).flatten(1).sum(1) * -0.5 - norm
             return torch.logaddexp(slab, spike).sum(-1) + log_lik, slab, spike

@@ -23,7 +23,7 @@ from .networks import ConvGenerator, MLPGenerator
 from .schedules import Annealed
 from .training import Encoder, evaluate, load_run, make_encoder, train
 
-from . import baselines, evaluation  # noqa: E402  (build on the modules above)
+from . import baselines, evaluation
 
 __all__ = [
     "ABP", "Annealed", "CheckpointError", "ConfigError", "ConvGenerator", "DataError",

@@ -345,7 +345,7 @@ class Checkpoint:
                                                         str(d.attrs["constraint"]))
                                for name, d in f["params"].items()} if "params" in f else {}
                 self.rng = _read_rng(f["rng"])
-                others = f["rng_ranks"] if "rng_ranks" in f else {}
+                others = f.get("rng_ranks", {})
                 self.rng_ranks = [self.rng] + [_read_rng(others[str(r)])
                                                for r in range(1, len(others) + 1)]
         except CheckpointError:

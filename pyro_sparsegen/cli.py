@@ -287,7 +287,6 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
-    import numpy as np
     import torch
 
     from . import plots

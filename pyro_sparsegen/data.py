@@ -492,7 +492,7 @@ def _pick_tail(split, n, labels):
     return {"train": np.arange(test), "test": np.arange(test, n), "all": np.arange(n)}[split]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin_arrays(kind):
     """Pixels (validated, ``[N, 1, H, W]``) and labels of a packaged data set, loaded once."""
     if kind == "mnist5k":

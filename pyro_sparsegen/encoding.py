@@ -1,5 +1,7 @@
 """Codes for a whole data set, and their HDF5 file."""
 
+import contextlib
+
 import h5py
 import numpy as np
 import torch
@@ -44,10 +46,8 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
         parts["active"].append(active.cpu())
         parts["mse"].append(mse.cpu())
         parts["zeroed_mse"].append(zeroed.cpu())
-        try:
+        with contextlib.suppress(NotImplementedError, AttributeError):  # priors without one
             parts["inclusion_probability"].append(model.inclusion_probability(z).detach().cpu())
-        except (NotImplementedError, AttributeError):
-            pass
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     if data.labels is not None:
         out["labels"] = np.asarray(data.labels)
@@ -57,12 +57,11 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
 def save_codes(path, codes, **attrs):
     """Write ``codes`` (from :func:`encode_dataset`) to HDF5 atomically; ``attrs`` are stored
     as file attributes (e.g. the checkpoint it came from)."""
-    with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in codes.items():
-                f.create_dataset(key, data=value, compression="gzip")
-            for key, value in attrs.items():
-                f.attrs[key] = value
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in codes.items():
+            f.create_dataset(key, data=value, compression="gzip")
+        for key, value in attrs.items():
+            f.attrs[key] = value
     return path
 
 

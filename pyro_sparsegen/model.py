@@ -289,7 +289,8 @@ class SparseGenerator(PyroModule):
             if not isinstance(x, torch.Tensor):
                 raise ValueError(f"x must be a tensor, got {type(x).__name__}")
             if tuple(x.shape[-3:]) != self.image_shape or x.dim() < 4:
-                raise ValueError(f"x must have shape [images, {', '.join(map(str, self.image_shape))}]"
+                shape = ", ".join(map(str, self.image_shape))
+                raise ValueError(f"x must have shape [images, {shape}]"
                                  f", got {list(x.shape)}")
             if num_images is not None and num_images != x.shape[-4]:
                 raise ValueError(f"num_images={num_images} disagrees with x ({x.shape[-4]} images)")
@@ -377,8 +378,8 @@ class FunctionModel:
 
     def _site(self, trace, name, role):
         if name not in trace.nodes:
-            raise ValueError(f"the model has no {role} site {name!r} (sites: "
-                             f"{', '.join(n for n, s in trace.nodes.items() if s['type'] == 'sample')})")
+            sites = ", ".join(n for n, s in trace.nodes.items() if s["type"] == "sample")
+            raise ValueError(f"the model has no {role} site {name!r} (sites: {sites})")
         return trace.nodes[name]
 
     @property

@@ -7,7 +7,6 @@ Every generator maps ``z: [..., latent_dim]`` to ``[..., C, H, W]`` and exposes
 
 import math
 
-import torch
 from torch import nn
 
 

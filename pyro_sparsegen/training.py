@@ -223,9 +223,9 @@ def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None,
     :param limit: evaluate only this many images, a class-spread subset
         (:meth:`~pyro_sparsegen.data.ImageData.spread_subset`), never the first ones.
     """
-    sums = {k: 0.0 for k in ("test_mse", "zeroed_mse", "zeroed_mse_inclusion",
-                             "inactive_fraction_threshold", "inactive_fraction_inclusion",
-                             "log_joint")}
+    sums = dict.fromkeys(("test_mse", "zeroed_mse", "zeroed_mse_inclusion",
+                          "inactive_fraction_threshold", "inactive_fraction_inclusion",
+                          "log_joint"), 0.0)
     count = 0
     if limit is not None:
         data = data.spread_subset(limit)
@@ -352,7 +352,8 @@ class _Chunk:
             params = {k: v.detach().clone() for k, v in self._params().items()}
         self.snapshot = {
             "params": params,
-            "optim": {p: copy.deepcopy(o.state_dict()) for p, o in self.abp.optim.optim_objs.items()},
+            "optim": {p: copy.deepcopy(o.state_dict())
+                      for p, o in self.abp.optim.optim_objs.items()},
             "iteration": self.abp.iteration,
             "handover": getattr(self.model, "handover_iteration", None),
             "torch": torch.get_rng_state(),
@@ -396,7 +397,7 @@ class _Chunk:
         return self.config.langevin.max_divergence_fraction * chain_steps
 
     def _problem(self, rows, failed):
-        for rank, (bad, diverged, chain_steps, *_) in enumerate(rows):
+        for rank, (_, diverged, chain_steps, *_) in enumerate(rows):
             if not failed(rows[rank]):
                 continue
             if diverged > self._limit(chain_steps):

@@ -2,7 +2,6 @@
 function model against the package's, constraints, scaling, learned priors, no host reads,
 and any Pyro model through train() and the CLI."""
 
-import math
 import os
 import shutil
 import sys
@@ -16,8 +15,7 @@ import pyro_sparsegen as psg
 from pyro_sparsegen.cli import main
 
 sys.path.insert(0, os.path.dirname(__file__))
-import user_models  # noqa: E402
-from test_training import tiny_config, tiny_data  # noqa: E402
+from test_training import tiny_config, tiny_data
 
 
 def test_monte_carlo_em_recovers_probabilistic_pca(float64):

@@ -44,7 +44,7 @@ def test_digits():
     assert len(train) + len(test) == 1797 and abs(len(test) - 360) <= 5
     assert train.image_shape == (1, 8, 8)
     x = train.images()
-    assert 0 <= x.min() and x.max() == 1
+    assert x.min() >= 0 and x.max() == 1
     assert set(np.unique(test.labels)) == set(range(10))
 
 
@@ -52,7 +52,7 @@ def test_image_size_resizes_any_source():
     data = load_data("digits", "test", image_size=(16, 12))
     assert data.image_shape == (1, 16, 12)
     x = data.batch([0, 1])
-    assert x.shape == (2, 1, 16, 12) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (2, 1, 16, 12) and x.min() >= 0 and x.max() <= 1
     assert data.subset([0]).image_shape == (1, 16, 12)
     with pytest.raises(ValueError, match="image_size"):
         load_data("digits", image_size=(0, 4))
@@ -317,7 +317,7 @@ def test_h5_test_datasets_group_and_dataset_specs(tmp_path):
     assert len(test) == 4 and test.labels.tolist() == [0, 1, 2, 3]
     assert len(load_data(f"h5:{path}:fashion", "all")) == 14
     raw = load_data(f"h5:{path}:raw", "all")
-    assert raw.labels is None and 0 <= raw.images().min() and raw.images().max() <= 1
+    assert raw.labels is None and raw.images().min() >= 0 and raw.images().max() <= 1
     with pytest.raises(DataError, match="no dataset or group 'nope'"):
         load_data(f"h5:{path}:nope")
     with pytest.raises(DataError, match="no 'images' dataset"):

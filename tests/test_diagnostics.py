@@ -94,7 +94,8 @@ def test_sample_posterior_attrs(sampled):
     assert attrs["source"] == "runs/demo/checkpoint.h5"
     assert attrs["warmup_steps"] == 10 and attrs["step_size"] == pytest.approx(0.05)
     assert attrs["prior_step"] == "explicit" and attrs["noise"] == 1
-    assert attrs["sampler"] == "MALA (exact)" and attrs["crossing"] == 1 and attrs["init"] == "prior"
+    assert attrs["sampler"] == "MALA (exact)"
+    assert attrs["crossing"] == 1 and attrs["init"] == "prior"
 
 
 def test_sample_posterior_values_match_the_model(sampled):

@@ -310,7 +310,7 @@ def test_closed_form_gradients_match_finite_differences(float64):
                                     (z,))
     value = torch.rand(3, 2, 4)
     loc = torch.rand(3, 2, 4, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda l: _IsotropicLogProb.apply(value, l, 2.0, 0.7, 2),
+    assert torch.autograd.gradcheck(lambda m: _IsotropicLogProb.apply(value, m, 2.0, 0.7, 2),
                                     (loc,))
     assert torch.autograd.gradcheck(
         lambda v: _IsotropicLogProb.apply(v, loc.detach(), 2.0, 0.7, 2),

@@ -26,13 +26,13 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits(split, n):
     """A class-spread subset of scikit-learn's 8x8 digits."""
     return psg.load_data("digits", split).spread_subset(n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pixel_classifier():
     return ev.fit_pixel_classifier(digits("train", 400))
 
@@ -265,7 +265,7 @@ def test_frechet_distance_closed_form_on_gaussians(float64):
     assert estimate == pytest.approx(general, rel=0.02)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def extractor():
     return ev.fit_feature_classifier(digits("train", 600), epochs=10, seed=0)
 

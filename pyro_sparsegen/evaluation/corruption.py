@@ -86,7 +86,7 @@ class CensoredNormal(TorchDistribution):
             return (self.loc.expand(shape) + eps * self.scale).clamp(self.low, self.high)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _censored_class(cls):
     def likelihood(self, z):
         """``p(x | z)``: :class:`CensoredNormal` around ``g(z)`` at the model's scale."""

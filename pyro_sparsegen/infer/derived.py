@@ -71,9 +71,8 @@ def fold_constants(gm):
         if node.op != "call_function" or _impure(node.target):
             continue
         inputs = node.all_input_nodes
-        if node.target is lift and inputs and inputs[0].op == "get_attr":
-            foldable.add(node)
-        elif all(n in foldable for n in inputs):
+        fresh = node.target is lift and inputs and inputs[0].op == "get_attr"
+        if fresh or all(n in foldable for n in inputs):
             foldable.add(node)
     if not foldable:
         return gm

@@ -385,6 +385,7 @@ class ShortRunLangevin(MCMCKernel):
         options = dyn.options
         draws, stats = [], {k: [] for k in ("log_density", "log_likelihood", "accept_prob",
                                             "diverging", "step_size")}
+        accept = diverging = None
         for i in range(warmup_steps + num_draws * thin):
             randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
             state, info = dyn.step(state, randoms, local_step, global_step)
@@ -505,8 +506,8 @@ class ShortRunLangevin(MCMCKernel):
             self._host = None
 
     def logging(self):
-        return OrderedDict([("step size", "{:.2e}".format(self._step_mean)),
-                            ("acc. prob", "{:.3f}".format(self._accept_mean))])
+        return OrderedDict([("step size", f"{self._step_mean:.2e}"),
+                            ("acc. prob", f"{self._accept_mean:.3f}")])
 
     def diagnostics(self):
         """``divergences`` (post-warm-up draws where any chain diverged), ``acceptance rate``,
