@@ -522,21 +522,40 @@ class Workspace:
 
     def _load_or_train(self, key, seed):
         name = self.folder_name(key, seed)
-        folder = self._reusable(name)
-        seconds = None
-        if folder is None:
-            kind, config, options, stopping = self._request(key, seed)
-            folder = os.path.join(self.out, "models", name)
-            settings = {k: v for k, v in config.to_dict().items() if k != "device"}
-            options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-            request = {"key": key, "kind": kind, "config": settings, "options": options,
-                       "early_stopping": None if stopping is None else stopping.to_dict(),
-                       "train_images": len(self.train), "monitor_images": len(self.monitor),
-                       "mode": self.settings.mode}
-            if not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request):
-                seconds = self._train(name, kind, config, options, stopping, folder)
-                self.write_json(os.path.join(folder, REQUEST), request)
+        kind, config, options, stopping = self._request(key, seed)
+        folder, seconds = self.trained_folder(name, kind, config, options, stopping)
         model, config, state = psg.load_run(folder, device=self.device)
+        return self.loaded(key, folder, model, config, state, seconds)
+
+    def trained_folder(self, name, kind, config, options=None, stopping=None, *,
+                       model_class=None):
+        """``(folder, training seconds or None)`` of run ``name``: a finished one from
+        ``--runs`` or from an earlier call with the same request, or trained now
+        (``psg.train``, with ``model_class`` for a :class:`~pyro_sparsegen.SparseGenerator`
+        subclass, or ``baselines.train_baseline``)."""
+        options = options or {}
+        folder = self._reusable(name)
+        if folder is not None:
+            return folder, None
+        folder = os.path.join(self.out, "models", name)
+        settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        request = {"key": name.split("_seed")[0], "kind": kind, "config": settings,
+                   "options": options,
+                   "early_stopping": None if stopping is None else stopping.to_dict(),
+                   "train_images": len(self.train), "monitor_images": len(self.monitor),
+                   "mode": self.settings.mode}
+        if model_class is not None:
+            request["model_class"] = psg.checkpoint.class_path(model_class)
+        seconds = None
+        if not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request):
+            seconds = self._train(name, kind, config, options, stopping, folder, model_class)
+            self.write_json(os.path.join(folder, REQUEST), request)
+        return folder, seconds
+
+    def loaded(self, key, folder, model, config, state, seconds=None):
+        """A :class:`Loaded` of a model just read by ``psg.load_run`` (checked against the
+        data, in eval mode, with its encoder)."""
         if tuple(model.image_shape) != tuple(self.train.image_shape):
             raise AnalysisError(f"{folder}: trained on images {tuple(model.image_shape)}, the "
                                 f"data has {tuple(self.train.image_shape)}")
@@ -544,7 +563,7 @@ class Workspace:
         return Loaded(key, config.seed, model, config, psg.make_encoder(model, config), folder,
                       seconds, dict(state.extra))
 
-    def _train(self, name, kind, config, options, stopping, folder):
+    def _train(self, name, kind, config, options, stopping, folder, model_class=None):
         self.log(f"training {name} ({label(name.split('_seed')[0])}, "
                  f"d = {config.network.latent_dim}, {config.optim.epochs} epochs"
                  f"{'' if stopping is None else f' or more, up to {stopping.max_epochs}'}, "
@@ -554,7 +573,7 @@ class Workspace:
         shared = {"train_data": self.train, "test_data": self.monitor,
                   "progress": self.settings.progress, "figures": main and not self.settings.tiny}
         if kind == "abp":
-            result = psg.train(config, folder, **shared)
+            result = psg.train(config, folder, model_class=model_class, **shared)
         else:
             result = baselines.train_baseline(kind, config, folder, early_stopping=stopping,
                                               **shared, **options)

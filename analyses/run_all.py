@@ -32,9 +32,10 @@ import denoise_quality
 import explainability
 import reconstruction_sparsity
 import sample_quality
+import variant_priors
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           sample_quality, explainability)
+           sample_quality, explainability, variant_priors)
 RESULT_KEYS = common.MODEL_KEYS + ("noisy_input",)
 TARGET_SIGMAS = ("0.5", "0.7")
 
@@ -71,6 +72,7 @@ def run(ws):
             "early_stopping": m.extra.get("early_stopping")}
             for (key, seed), m in ws.loaded_models().items()},
         "sweep": merged.get("sweep", {}),
+        "variants": merged.get("variants", {}),
         "frontier": merged.get("frontier", {}),
         "reference_mse": merged.get("reference_mse", {}),
         "fid_reference": merged.get("fid_reference", {}),

@@ -5,7 +5,9 @@ the authors' settings and at the package's defaults.
   steps of 0.05 from zeros with the explicit step, Adam(lr 1e-3, betas (0.5, 0.999)), a
   constant spike-and-slab prior (w 0.1, spike 0.1), no sparsification;
 - defaults: ``TrainConfig()`` for one epoch — the semi-implicit step, sparsified codes, the
-  ``default`` schedule moving every iteration, Adam(lr 1e-2, betas (0.5, 0.999)).
+  ``default`` schedule moving every iteration, the generator's first layer with fixed column
+  norms (``network.input_norm``, in both loops: the same network module), Adam(lr 1e-2,
+  betas (0.5, 0.999)).
 
 Each hand loop does what the package does per batch: K gradient steps, the log density at the
 final codes, (defaults) the inclusion mask, one Adam step on the mean negative log joint.
@@ -28,12 +30,12 @@ import time
 
 import torch
 
-from pyro_sparsegen.config import TrainConfig
+from pyro_sparsegen.config import TrainConfig, likelihood_scale
 from pyro_sparsegen.data import load_data
 from pyro_sparsegen.training import build_network, resolve_device, train
 
 AUTHORS = {
-    "network": {"latent_dim": 100, "hidden": [400]},
+    "network": {"latent_dim": 100, "hidden": [400], "input_norm": None, "noise_scale": 0.3},
     "prior": {"preset": "constant", "final_slab_weight": 0.1, "spike_scale": 0.1},
     "langevin": {"step_size": 0.05, "num_steps": 30, "noise": False, "init": "zeros",
                  "prior_step": "explicit", "sparsify": False},
@@ -51,7 +53,8 @@ def hand_epoch(train_data, config):
                            betas=(config.optim.beta1, config.optim.beta2))
     lang, d = config.langevin, config.network.latent_dim
     schedule = config.build_schedule(math.ceil(len(train_data) / config.optim.batch_size))
-    h, sigma = 0.5 * lang.step_size**2, config.network.noise_scale
+    h = 0.5 * lang.step_size**2
+    sigma = likelihood_scale(config.network.noise_scale, train_data.image_shape)
     norm = math.prod(train_data.image_shape) * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     batches = [x for epoch in range(2) for _, x in train_data.batches(

@@ -13,7 +13,7 @@ __version__ = "0.2.0"
 from . import checkpoint, diagnostics, infer, plots, schedules
 from .abp import ABP, StepResult, TrainingError
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, likelihood_scale
 from .data import DataError, ImageData, load_data
 from .distributions import SpikeAndSlab
 from .encoding import encode_dataset, load_codes, save_codes
@@ -21,6 +21,7 @@ from .infer import LangevinInfo, LangevinState, ShortRunLangevin, langevin_init,
 from .model import FunctionModel, SparseGenerator
 from .networks import ConvGenerator, MLPGenerator
 from .schedules import Annealed
+from . import training
 from .training import Encoder, evaluate, load_run, make_encoder, train
 
 from . import baselines, evaluation
@@ -30,6 +31,7 @@ __all__ = [
     "Encoder", "FunctionModel", "ImageData", "LangevinInfo", "LangevinState", "MLPGenerator",
     "ShortRunLangevin", "SparseGenerator", "SpikeAndSlab", "StepResult", "TrainConfig",
     "TrainingError", "baselines", "checkpoint", "diagnostics", "encode_dataset", "evaluate",
-    "evaluation", "infer", "langevin_init", "langevin_step", "load_codes", "load_data",
-    "load_run", "make_encoder", "plots", "save_codes", "schedules", "train",
+    "evaluation", "infer", "langevin_init", "langevin_step", "likelihood_scale", "load_codes",
+    "load_data", "load_run", "make_encoder", "plots", "save_codes", "schedules", "train",
+    "training",
 ]

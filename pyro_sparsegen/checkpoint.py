@@ -450,7 +450,7 @@ class Checkpoint:
             if "schedule" in self.model_options:
                 config.prior.schedule = self.model_options["schedule"]
             try:
-                model = build_model(config, self.image_shape, None)
+                model = build_model(config, self.image_shape, None, device=device)
             except ConfigError as e:
                 raise CheckpointError(f"{name}: cannot rebuild the model ({e})") from None
             if isinstance(model, torch.nn.Module):

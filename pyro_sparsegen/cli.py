@@ -42,6 +42,8 @@ def build_parser():
     t.add_argument("--data", help="data spec (default mnist5k): mnist5k, digits, idx:DIR, "
                                   "npz:PATH, h5:PATH, folder:DIR")
     t.add_argument("--out", default="runs/default", help="run folder (default runs/default)")
+    t.add_argument("--image-size", type=int, metavar="N",
+                   help="resize every image to N x N (default: the data's own size)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--latent-dim", type=int)
     t.add_argument("--network", choices=["mlp", "conv"])
@@ -69,6 +71,9 @@ def build_parser():
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--config", help="a JSON or TOML config file (flags override it)")
+    t.add_argument("--recipe", choices=["default", "v1"],
+                   help="named settings applied before the flags: default, or v1 (the first "
+                        "release's recipe: slab weight 1 -> 0.5, free generator, sigma 0.3)")
     _add_common(t)
 
     e = sub.add_parser("encode", help="infer codes z for a data set and save them to HDF5")
@@ -144,6 +149,11 @@ def _train_config(args):
         config = TrainConfig.from_file(args.config)
     else:
         config = TrainConfig()
+    if args.recipe is not None:
+        if args.resume:
+            raise UsageError("--recipe starts a run; --resume continues one with its own "
+                             "settings")
+        config.apply_recipe(args.recipe)
     overrides = {
         ("data", "spec"): args.data, ("optim", "epochs"): args.epochs,
         ("network", "latent_dim"): args.latent_dim, ("network", "type"): args.network,
@@ -154,7 +164,7 @@ def _train_config(args):
         ("langevin", "prior_step"): args.prior_step, ("prior", "kind"): args.prior,
         ("langevin", "noise"): args.noise, ("langevin", "metropolis"): args.metropolis,
         ("langevin", "compile"): args.compile,
-        ("data", "eval_images"): args.eval_images,
+        ("data", "eval_images"): args.eval_images, ("data", "image_size"): args.image_size,
     }
     for (section, key), value in overrides.items():
         if value is not None:
@@ -261,7 +271,8 @@ def cmd_encode(args):
     model, config, state, device = _load(args)
     from .data import load_data
 
-    data = load_data(args.data or config.data.spec, args.split)
+    data = load_data(args.data or config.data.spec, args.split,
+                     image_size=config.data.image_size)
     _check_shape(model, data)
     out = _writable_file(args.out or os.path.join(args.run_dir, f"codes_{args.split}.h5"))
     codes = encode_dataset(model, data, make_encoder(model, config), threshold=config.threshold,
@@ -297,7 +308,7 @@ def cmd_reconstruct(args):
     _positive("--num", args.num)
     _positive("--noise", args.noise, allow_zero=True)
     model, config, state, device = _load(args)
-    data = load_data(args.data or config.data.spec, "test")
+    data = load_data(args.data or config.data.spec, "test", image_size=config.data.image_size)
     _check_shape(model, data)
     out = _writable_file(args.out or os.path.join(args.run_dir, "reconstruct.png"))
     rows = data.spread_rows(min(args.num, len(data)), seed=args.seed)  # classes spread
@@ -324,7 +335,8 @@ def cmd_analyze(args):
         _positive(f"--{name}", getattr(args, name))
     _positive("--warmup", args.warmup, allow_zero=True)
     model, config, state, device = _load(args)
-    data = load_data(args.data or config.data.spec, args.split)
+    data = load_data(args.data or config.data.spec, args.split,
+                     image_size=config.data.image_size)
     _check_shape(model, data)
     out = args.out or os.path.join(args.run_dir, "analysis")
     os.makedirs(out, exist_ok=True)
@@ -353,6 +365,7 @@ def main(argv=None):
     import warnings
 
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor")
+    warnings.formatwarning = lambda message, *_a, **_k: f"pyro-sparsegen: warning: {message}\n"
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

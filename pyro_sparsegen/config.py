@@ -15,7 +15,15 @@ from typing import Optional
 from . import schedules
 
 NETWORKS = ("mlp", "conv")
-PRESETS = ("default", "dense", "authors", "spike", "constant")
+PRESETS = ("default", "v1", "dense", "authors", "spike", "constant")
+# Named recipes (``TrainConfig.recipe``): the settings that differ from today's defaults.
+RECIPES = {
+    "default": {},
+    # the first release's recipe (tuned on 28 x 28 MNIST for 20 epochs): slab weight 1 -> 0.5,
+    # no constraint on the generator's scale, sigma 0.3 whatever the image size
+    "v1": {("prior", "preset"): "v1", ("network", "input_norm"): None,
+           ("network", "noise_scale"): 0.3},
+}
 PRIOR_KINDS = ("annealed", "learned", "hierarchical")
 MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -45,12 +53,15 @@ def _positive_float(owner, name, value, *, allow_zero=False):
 class DataConfig:
     spec: str = "mnist5k"
     eval_images: Optional[int] = None  # held-out images evaluated per epoch (None: all)
+    image_size: Optional[int] = None  # resize every image to image_size x image_size
 
     def validate(self):
         if not isinstance(self.spec, str) or not self.spec:
             raise ConfigError(f"data.spec must be a data spec string, got {self.spec!r}")
         if self.eval_images is not None:
             _positive_int("data", "eval_images", self.eval_images)
+        if self.image_size is not None:
+            _positive_int("data", "image_size", self.image_size, minimum=2)
 
 
 @dataclasses.dataclass
@@ -59,8 +70,10 @@ class NetworkConfig:
     latent_dim: int = 100
     hidden: tuple = (400,)
     width: int = 32
-    noise_scale: float = 0.3
+    noise_scale: Optional[float] = None  # None: 0.3 * sqrt(pixels / 784) (likelihood_scale)
     likelihood: str = "normal"
+    # the first layer's weight norm per latent coordinate (networks.ColumnNorm); None: free
+    input_norm: Optional[float] = 3.0
 
     def validate(self):
         if self.type not in NETWORKS:
@@ -70,10 +83,22 @@ class NetworkConfig:
         for h in self.hidden:
             _positive_int("network", "hidden", h)
         _positive_int("network", "width", self.width)
-        _positive_float("network", "noise_scale", self.noise_scale)
+        if self.noise_scale is not None:
+            _positive_float("network", "noise_scale", self.noise_scale)
+        if self.input_norm is not None:
+            _positive_float("network", "input_norm", self.input_norm)
         if self.likelihood not in ("normal", "bernoulli"):
             raise ConfigError(f"network.likelihood must be 'normal' or 'bernoulli', "
                               f"got {self.likelihood!r}")
+
+
+def likelihood_scale(noise_scale, image_shape):
+    """The likelihood's standard deviation: ``noise_scale``, or with ``None`` the size rule
+    ``0.3 * sqrt(pixels / 784)`` — the authors' 0.3 at 28 x 28, and the same strength of the
+    whole image's likelihood (its curvature per latent coordinate) on other sizes."""
+    if noise_scale is not None:
+        return float(noise_scale)
+    return 0.3 * math.sqrt(math.prod(image_shape) / 784)
 
 
 @dataclasses.dataclass
@@ -152,6 +177,7 @@ class OptimConfig:
     beta2: float = 0.999
     batch_size: int = 100
     epochs: int = 20
+    stop_on_collapse: bool = True  # after the annealing (see training.CollapseWatch)
 
     def validate(self):
         _positive_float("optim", "lr", self.lr)
@@ -161,6 +187,9 @@ class OptimConfig:
                 raise ConfigError(f"optim.{name} must lie in [0, 1), got {value!r}")
         _positive_int("optim", "batch_size", self.batch_size)
         _positive_int("optim", "epochs", self.epochs)
+        if not isinstance(self.stop_on_collapse, bool):
+            raise ConfigError(f"optim.stop_on_collapse must be true or false, "
+                              f"got {self.stop_on_collapse!r}")
 
 
 @dataclasses.dataclass
@@ -174,6 +203,24 @@ class TrainConfig:
     device: str = "auto"
     threshold: float = 0.2  # |z| above which a coordinate is active
     model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
+
+    @classmethod
+    def recipe(cls, name):
+        """The default config with the named recipe's settings (:data:`RECIPES`): ``"default"``
+        or ``"v1"`` (the first release's: slab weight 1 → 0.5, free generator scale, σ 0.3)."""
+        if name not in RECIPES:
+            raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+        config = cls()
+        config.apply_recipe(name)
+        return config
+
+    def apply_recipe(self, name):
+        """Set the named recipe's settings on this config (returns it)."""
+        if name not in RECIPES:
+            raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+        for (section, key), value in RECIPES[name].items():
+            setattr(getattr(self, section), key, value)
+        return self.validate()
 
     def validate(self):
         for section in (self.data, self.network, self.prior, self.langevin, self.optim):
@@ -258,9 +305,11 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
     """Named schedules sized to a run of ``total_iterations``.
 
     - ``default``: dense for the first 10 % of the run, then over the next 50 % the slab weight
-      falls (cosine) from 1 to ``final_slab_weight`` (0.5) while the spike narrows
+      falls (cosine) from 1 to ``final_slab_weight`` (0.8) while the spike narrows
       geometrically from the slab's scale 1 to ``spike_scale`` (0.04); constant for the last
-      40 %. Meant for ``prior_step="semi-implicit"`` with ``sparsify=True``.
+      40 %. Meant for ``prior_step="semi-implicit"`` with ``sparsify=True`` and a generator
+      whose first layer has fixed column norms (``network.input_norm``).
+    - ``v1``: the first release's default: the same with the slab weight falling to 0.5.
     - ``dense``: N(0, 1), classic ABP.
     - ``authors``: ``w = 1`` for 20 epochs (or half the run if shorter), then ``w`` falls by
       0.033 per iteration to ``final_slab_weight`` (0.001); spike 0.1.
@@ -281,10 +330,11 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
     if name == "constant":
         return schedules.constant(0.1 if final_slab_weight is None else final_slab_weight, 1.0,
                                   0.1 if spike_scale is None else spike_scale)
-    if name == "default":
+    if name in ("default", "v1"):
         warmup = int(0.1 * total_iterations)
         span = max(1, int(0.5 * total_iterations))
-        final_w = 0.5 if final_slab_weight is None else final_slab_weight
+        final_w = (0.8 if name == "default" else 0.5) if final_slab_weight is None \
+            else final_slab_weight
         final_s = 0.04 if spike_scale is None else spike_scale
         weight = schedules.Curve("cosine", 1.0, final_w, 0, span)
         spike = schedules.Curve("exponential", 1.0, final_s, 0, span)

@@ -390,6 +390,11 @@ class FunctionModel:
             self._latent_dim = int(site["value"].shape[-1])
         return self._latent_dim
 
+    @property
+    def device(self):
+        """The device of the code site (from one generation trace)."""
+        return self._site(self._trace(1), self.code_site, "code")["value"].device
+
     @torch.no_grad()
     def decode(self, z):
         """The observed site's mean with the code site set to ``z: [n, latent_dim]``."""

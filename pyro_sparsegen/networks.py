@@ -7,7 +7,36 @@ Every generator maps ``z: [..., latent_dim]`` to ``[..., C, H, W]`` and exposes
 
 import math
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
+
+
+class ColumnNorm(nn.Module):
+    """A weight parametrisation: every column (the weights out of one input) has the norm
+    ``norm``. On a generator's first layer it fixes the scale of each latent coordinate's
+    effect on the image, so that the code's scale is identifiable: MAP learning can no longer
+    grow the weights and shrink the codes into the prior's spike."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = float(norm)
+
+    def forward(self, weight):
+        out = weight * (self.norm / weight.norm(dim=0, keepdim=True).clamp(min=1e-12))
+        # Adam drives the entries of a dead hidden unit's row towards zero geometrically (the
+        # projection makes their gradient proportional to them): flush those below float's
+        # normal range to exactly 0, or every matmul with them takes the CPU's slow denormal
+        # path (3.6x slower steps measured)
+        return out.masked_fill(out.abs() < torch.finfo(out.dtype).tiny, 0.0)
+
+
+def _normalise_columns(linear, norm):
+    if norm is not None:
+        if not (isinstance(norm, (int, float)) and not isinstance(norm, bool) and
+                math.isfinite(norm) and norm > 0):
+            raise ValueError(f"input_norm must be a positive number or None, got {norm!r}")
+        parametrize.register_parametrization(linear, "weight", ColumnNorm(norm))
 
 
 def _check_sizes(latent_dim, image_shape):
@@ -26,9 +55,11 @@ class MLPGenerator(nn.Module):
     :param image_shape: ``(C, H, W)``.
     :param hidden: widths of the hidden layers (``(400,)`` for MNIST, ``(2000, 2000)`` for
         SVHN and CelebA in the paper).
+    :param input_norm: if given, the norm of every latent coordinate's weights in the first
+        layer (:class:`ColumnNorm`).
     """
 
-    def __init__(self, latent_dim, image_shape=(1, 28, 28), hidden=(400,)):
+    def __init__(self, latent_dim, image_shape=(1, 28, 28), hidden=(400,), input_norm=None):
         super().__init__()
         self.image_shape = _check_sizes(latent_dim, image_shape)
         self.latent_dim = latent_dim
@@ -42,6 +73,8 @@ class MLPGenerator(nn.Module):
             width = h
         layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
+        self.input_norm = None if input_norm is None else float(input_norm)
+        _normalise_columns(self.net[0], input_norm)
 
     def forward(self, z):
         """z: [..., latent_dim] -> [..., C, H, W]"""
@@ -49,7 +82,8 @@ class MLPGenerator(nn.Module):
 
     def config(self):
         return {"type": "mlp", "latent_dim": self.latent_dim,
-                "image_shape": list(self.image_shape), "hidden": list(self.hidden)}
+                "image_shape": list(self.image_shape), "hidden": list(self.hidden),
+                "input_norm": self.input_norm}
 
 
 class ConvGenerator(nn.Module):
@@ -62,9 +96,10 @@ class ConvGenerator(nn.Module):
     :param int latent_dim: size of ``z``.
     :param image_shape: ``(C, H, W)`` with ``H == W``.
     :param int width: channels of the last hidden feature map (doubled at each coarser level).
+    :param input_norm: as for :class:`MLPGenerator`, on the first (linear) layer.
     """
 
-    def __init__(self, latent_dim, image_shape=(1, 28, 28), width=32):
+    def __init__(self, latent_dim, image_shape=(1, 28, 28), width=32, input_norm=None):
         super().__init__()
         self.image_shape = _check_sizes(latent_dim, image_shape)
         self.latent_dim = latent_dim
@@ -89,6 +124,8 @@ class ConvGenerator(nn.Module):
             c = out
         self.deconv = nn.Sequential(*layers)
         self._top = top
+        self.input_norm = None if input_norm is None else float(input_norm)
+        _normalise_columns(self.project[0], input_norm)
 
     def forward(self, z):
         """z: [..., latent_dim] -> [..., C, H, W]"""
@@ -99,7 +136,8 @@ class ConvGenerator(nn.Module):
 
     def config(self):
         return {"type": "conv", "latent_dim": self.latent_dim,
-                "image_shape": list(self.image_shape), "width": self.width}
+                "image_shape": list(self.image_shape), "width": self.width,
+                "input_norm": self.input_norm}
 
 
 def build_network(config):
@@ -108,8 +146,8 @@ def build_network(config):
     kind = config.pop("type", None)
     if kind == "mlp":
         return MLPGenerator(config["latent_dim"], tuple(config["image_shape"]),
-                            tuple(config.get("hidden", (400,))))
+                            tuple(config.get("hidden", (400,))), config.get("input_norm"))
     if kind == "conv":
         return ConvGenerator(config["latent_dim"], tuple(config["image_shape"]),
-                             config.get("width", 32))
+                             config.get("width", 32), config.get("input_norm"))
     raise ValueError(f"unknown network type {kind!r} (expected 'mlp' or 'conv')")

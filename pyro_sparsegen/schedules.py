@@ -241,6 +241,11 @@ class Annealed:
     :func:`set_iteration` after every step, which updates the tensors in place (no new
     tensors, so a graph derived from the model keeps following them).
 
+    :attr:`ended` (a 0-dim bool tensor, live as well) turns true once the annealing has
+    ended (position ≥ ``schedule.end``): the hand-over point of a learned prior, which
+    selects with ``torch.where(annealed.ended, learned, w)`` (the learned value gets no
+    gradient before, so an optimizer leaves it at its initial value).
+
     :param Schedule schedule: the annealing schedule.
     :param device, dtype: of the tensors (default: torch's defaults); :meth:`to` moves them.
     """
@@ -252,6 +257,7 @@ class Annealed:
 
         self.schedule = schedule
         self.state = torch.empty(3, device=device, dtype=dtype or torch.get_default_dtype())
+        self.ended = torch.zeros((), dtype=torch.bool, device=device)
         self._refresh()
         _LIVE.add(self)
 
@@ -261,10 +267,13 @@ class Annealed:
         with torch.no_grad():
             for i, value in enumerate(self.schedule(_POSITION[0])):
                 self.state[i].fill_(value)
+            self.ended.fill_(_POSITION[0] >= self.schedule.end)
 
     def to(self, *args, **kwargs):
         """Move the tensors (returns ``self``; the views handed out before are stale)."""
         self.state = self.state.to(*args, **kwargs)
+        device = self.state.device
+        self.ended = self.ended.to(device)
         return self
 
     @property

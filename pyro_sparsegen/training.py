@@ -17,9 +17,11 @@ import importlib
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -29,12 +31,13 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .abp import ABP, TrainingError, sparsified
-from .config import ConfigError, ModelSpecError, TrainConfig
+from .config import ConfigError, ModelSpecError, TrainConfig, likelihood_scale
 from .infer import ShortRunLangevin
 from .model import FunctionModel, SparseGenerator
 from .networks import ConvGenerator, MLPGenerator
 
 CHECKPOINT = "checkpoint.h5"
+BEST = "best.h5"
 METRICS = "metrics.csv"
 READ_EVERY = 16  # training steps between host reads of the device-side checks
 
@@ -76,10 +79,11 @@ def load_splits(config: TrainConfig, train_data=None, test_data=None):
     if train_data is None or test_data is None:
         from .data import load_data
 
+        size = config.data.image_size
         if train_data is None:
-            train_data = load_data(config.data.spec, "train")
+            train_data = load_data(config.data.spec, "train", image_size=size)
         if test_data is None:
-            test_data = load_data(config.data.spec, "test")
+            test_data = load_data(config.data.spec, "test", image_size=size)
     if len(train_data) < 1:
         raise ConfigError("the training split is empty")
     return train_data, test_data
@@ -88,8 +92,9 @@ def load_splits(config: TrainConfig, train_data=None, test_data=None):
 def build_network(config: TrainConfig, image_shape):
     net = config.network
     if net.type == "conv":
-        return ConvGenerator(net.latent_dim, image_shape, width=net.width)
-    return MLPGenerator(net.latent_dim, image_shape, hidden=net.hidden)
+        return ConvGenerator(net.latent_dim, image_shape, width=net.width,
+                             input_norm=net.input_norm)
+    return MLPGenerator(net.latent_dim, image_shape, hidden=net.hidden, input_norm=net.input_norm)
 
 
 def import_factory(spec):
@@ -113,18 +118,23 @@ def import_factory(spec):
     return obj
 
 
-def build_model(config: TrainConfig, image_shape, iterations_per_epoch, model_class=None):
+def build_model(config: TrainConfig, image_shape, iterations_per_epoch, model_class=None,
+                device=None):
     """A fresh model from the config: a :class:`SparseGenerator` (of ``model_class``, a
     subclass, when given), or what ``config.model`` (``MODULE:NAME``) builds.
 
     A factory is called ``NAME(image_shape, config)`` and returns a Pyro model following the
     generator convention (a function, wrapped in :class:`~pyro_sparsegen.model.FunctionModel`,
-    or a ``PyroModule``); ``config.build_schedule()`` gives it the run's annealing schedule.
+    or a ``PyroModule``); ``config.build_schedule()`` gives it the run's annealing schedule and
+    ``config.device`` the device the run uses (``device``, resolved: a function model puts its
+    tensors there; a ``PyroModule`` is moved by the caller).
     """
     if config.model is not None:
         factory = import_factory(config.model)
         run_config = TrainConfig.from_dict(config.to_dict())
         run_config.prior.schedule = config.build_schedule(iterations_per_epoch).to_dict()
+        if device is not None:
+            run_config.device = str(device)
         if not callable(factory):
             raise ModelSpecError(f"--model {config.model}: {type(factory).__name__} is not "
                               "callable (a factory NAME(image_shape, config) -> model)")
@@ -143,7 +153,8 @@ def build_model(config: TrainConfig, image_shape, iterations_per_epoch, model_cl
     cls = model_class or SparseGenerator
     return cls(build_network(config, image_shape),
                schedule=config.build_schedule(iterations_per_epoch),
-               noise_scale=config.network.noise_scale, likelihood=config.network.likelihood,
+               noise_scale=likelihood_scale(config.network.noise_scale, image_shape),
+               likelihood=config.network.likelihood,
                **({"prior": config.prior.kind} if config.prior.kind != "annealed" else {}))
 
 
@@ -434,6 +445,62 @@ class _Chunk:
             torch.cuda.set_rng_state_all(s["cuda"])
 
 
+class CollapseWarning(UserWarning):
+    """A run collapsed from its first epoch after the annealing (see :class:`CollapseWatch`)."""
+
+
+class CollapseWatch:
+    """Once the annealing has ended: the epoch with the lowest held-out zeroed MSE so far (its
+    checkpoint is kept as ``best.h5``), and a collapse — more than 99 % of the held-out codes
+    inactive, or their zeroed MSE doubling within an epoch — which stops training once an
+    earlier epoch after the annealing was healthy (the one ``best.h5`` holds). A run collapsed
+    from its first epoch after the annealing (a one-epoch trial, say) is warned about once and
+    goes on: stopping it would keep nothing better.
+
+    :param annealing_end: the iteration from which the prior no longer moves (``None``: no
+        schedule, no watch).
+    :param dict state: ``best_zeroed_mse``, ``best_epoch``, ``last_zeroed_mse`` (a resumed
+        run's, from its checkpoint).
+    """
+
+    INACTIVE, GROWTH = 0.99, 2.0
+
+    def __init__(self, annealing_end, state=None):
+        self.annealing_end = annealing_end
+        self.state = dict(state or {})
+        self.new_best = False
+
+    def update(self, row):
+        """Fold in an epoch's metrics row; the collapse's one-line reason, or ``None``."""
+        self.new_best = False
+        if self.annealing_end is None or row["iteration"] < self.annealing_end:
+            return None
+        zeroed, inactive = row["zeroed_mse"], row["inactive_fraction_threshold"]
+        last = self.state.get("last_zeroed_mse")
+        self.state["last_zeroed_mse"] = zeroed
+        why = None
+        if inactive > self.INACTIVE:
+            why = f"{inactive:.1%} of the held-out codes inactive"
+        elif last is not None and zeroed >= self.GROWTH * last:
+            why = f"held-out zeroed MSE {last:.4f} -> {zeroed:.4f} in one epoch"
+        if why is None:  # a collapsed epoch is never the best one
+            if zeroed < self.state.get("best_zeroed_mse", math.inf):
+                self.state.update(best_zeroed_mse=zeroed, best_epoch=row["epoch"])
+                self.new_best = True
+            return None
+        best = self.state.get("best_epoch")
+        if best is None:  # collapsed from the start: no healthy epoch to go back to, so go on
+            if not self.state.get("warned"):
+                self.state["warned"] = True
+                warnings.warn(f"epoch {row['epoch']}, after the annealing: {why}; no earlier "
+                              f"healthy epoch to keep, so training goes on", CollapseWarning,
+                              stacklevel=2)
+            return None
+        return (f"collapse after the annealing at epoch {row['epoch']}: {why}; stopped — the "
+                f"best checkpoint is {BEST} (epoch {best}, zeroed MSE "
+                f"{self.state.get('best_zeroed_mse', math.nan):.4f})")
+
+
 def _sums_to_host(sums):
     return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in sums.items()}
 
@@ -501,7 +568,8 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
             if not os.access(out_dir, os.W_OK):
                 raise ConfigError(f"{out_dir}: output folder is not writable")
         seed_everything(config.seed)  # the same initial weights on every rank
-        model = build_model(config, train_data.image_shape, iterations_per_epoch, model_class)
+        model = build_model(config, train_data.image_shape, iterations_per_epoch, model_class,
+                            device)
         if isinstance(model, torch.nn.Module):
             model = model.to(device)
         if world > 1:
@@ -521,6 +589,9 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
         ckpt.restore_rng(state.rng_ranks[rank] if rank < len(state.rng_ranks) else state.rng)
     encoder = Encoder(model, kernel, config.langevin.sparsify)
     chunk = _Chunk(abp, model, config, device, dist)
+    schedule = getattr(model, "schedule", None)
+    watch = CollapseWatch(schedule.end if schedule is not None and config.optim.stop_on_collapse
+                          else None, progress_state.get("collapse_watch"))
 
     def save(epoch, batch_in_epoch, epoch_sums):
         rng = gather(ckpt.rng_states(), dist)  # every rank's streams, to rank 0
@@ -528,12 +599,15 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
         if rank == 0:
             prog = {"epoch": epoch, "iteration": abp.iteration,
                     "batch_in_epoch": batch_in_epoch, "epoch_sums": _sums_to_host(epoch_sums),
-                    "world_size": world}
+                    "world_size": world, "collapse_watch": watch.state}
             try:
                 ckpt.save(path, model=model, config=config.to_dict(),
                           optimizer_states=abp.optimizer_state(),
                           params=ckpt.store_params(model), progress=prog, metrics=metrics,
                           rng=rng)
+                if watch.new_best and batch_in_epoch == 0:  # the best epoch so far, kept
+                    with ckpt.atomic_file(os.path.join(out_dir, BEST)) as tmp:
+                        shutil.copyfile(path, tmp)
             except OSError as e:
                 if dist is None:
                     raise
@@ -563,6 +637,7 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
         metrics.append(row)
         if rank == 0:
             rewrite_csv(os.path.join(out_dir, METRICS), metrics)
+        stop_everywhere(watch.update(row), dist, device)  # no checkpoint of a collapsed epoch
         return {"mse": f"{row['test_mse']:.4f}", "zeroed": f"{row['zeroed_mse']:.4f}",
                 "inactive": f"{row['inactive_fraction_threshold']:.2f}",
                 "w": f"{row['slab_weight']:.3g}"}

@@ -26,10 +26,11 @@ import explainability  # noqa: E402
 import reconstruction_sparsity  # noqa: E402
 import run_all  # noqa: E402
 import sample_quality  # noqa: E402
+import variant_priors  # noqa: E402
 from common import ev  # noqa: E402
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           sample_quality, explainability)
+           sample_quality, explainability, variant_priors)
 FIELDS = ("test_mse", "zeroed_mse", "inactive_fraction", "mean_active", "denoise_accuracy",
           "denoise_accuracy_clipped", "sample_fid", "probe_accuracy")
 SIGMAS = ("0.3", "0.5", "0.7")
@@ -149,6 +150,25 @@ def test_run_all_writes_report_and_results(tiny_run, results):
         assert (tiny_run / path).stat().st_size > 0, path
 
 
+def test_variant_priors_train_every_prior_by_both_routes(results):
+    variants = results["meta"]["variants"]
+    assert set(variants) == {f"variant_{p}_{r}" for p in variant_priors.PRIORS
+                             for r in variant_priors.ROUTES}
+    for entry in variants.values():
+        for field in ("test_mse", "zeroed_mse", "inactive_fraction", "mean_active",
+                      "prior_mean_active"):
+            assert_finite(entry[field], field)
+    # the plain function trains the same model as the package's class (same seed, same
+    # arithmetic): the function route works, and the table compares priors, not routes
+    for prior in variant_priors.PRIORS:
+        cls, fn = variants[f"variant_{prior}_class"], variants[f"variant_{prior}_function"]
+        assert fn["test_mse"] == pytest.approx(cls["test_mse"], rel=1e-3), prior
+        assert fn["mean_active"] == pytest.approx(cls["mean_active"], abs=0.05), prior
+    # a Laplace prior has no spike: its codes are far less sparse than the spike-and-slab's
+    assert variants["variant_laplace_class"]["inactive_fraction"] < \
+        variants["variant_annealed_class"]["inactive_fraction"]
+
+
 def test_protocol_sanity_floor_below_ceiling_falling_with_noise(results):
     floor = results["noisy_input"]
     ceiling = floor["denoise_accuracy_clean"]
@@ -249,7 +269,10 @@ def test_script_alone_reuses_models(script, tiny_run, tmp_path, capsys):
     assert_filled(markdown)
     assert script.TITLE in capsys.readouterr().out
     numbers = json.loads((tmp_path / f"{script.NAME}.json").read_text())
-    assert set(common.MODEL_KEYS) <= set(numbers)
+    if script is variant_priors:  # its own eight models, one entry each
+        assert set(numbers) == {"variants"} and len(numbers["variants"]) == 8
+    else:
+        assert set(common.MODEL_KEYS) <= set(numbers)
 
 
 def test_finished_models_are_not_retrained(tiny_run, capsys):

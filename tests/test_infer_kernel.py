@@ -30,6 +30,10 @@ def assert_moments(draws, mean, sd, name=""):
     mean, sd = torch.as_tensor(mean, dtype=draws.dtype), torch.as_tensor(sd, dtype=draws.dtype)
     mcse_mean = sd / ess.sqrt()
     mcse_sd = sd / (2 * ess).sqrt()
+    # the figures (pytest -s shows them): the estimate, the closed form, the error in MCSE
+    print(f"{name}: mean {draws.mean(0).tolist()} vs {mean.tolist()} (error / MCSE "
+          f"{((draws.mean(0) - mean).abs() / mcse_mean).tolist()}); sd {draws.std(0).tolist()}"
+          f" vs {sd.tolist()} (error / MCSE {((draws.std(0) - sd).abs() / mcse_sd).tolist()})")
     assert ((draws.mean(0) - mean).abs() <= 4 * mcse_mean).all(), \
         (name, draws.mean(0), mean, mcse_mean)
     assert ((draws.std(0) - sd).abs() <= 4 * mcse_sd).all(), (name, draws.std(0), sd, mcse_sd)

@@ -344,3 +344,53 @@ def test_encode_dataset_limit_spreads_and_labels_follow_the_rows():
     codes = encode_dataset(model, data, Encoder(model, None), limit=15, batch_size=4)
     assert set(codes["labels"].tolist()) == set(range(10))  # not the first classes only
     np.testing.assert_allclose(codes["z"][:, 0], codes["labels"] / 10.0, rtol=1e-6)
+
+
+# -- collapse after the annealing --------------------------------------------------------------
+@pytest.mark.parametrize("how", ["inactive", "zeroed"])
+def test_a_collapse_after_the_annealing_stops_and_keeps_the_best_checkpoint(tmp_path,
+                                                                           monkeypatch, how):
+    # the default schedule ends its annealing at 60 % of the run: iteration 7 of 12 (epoch 4);
+    # from epoch 5 on the held-out codes collapse
+    original = training.evaluate
+
+    def collapsing(model, *args, **kwargs):
+        figures = original(model, *args, **kwargs)
+        if model.iteration >= 10:  # epochs 5 and 6
+            if how == "inactive":
+                figures["inactive_fraction_threshold"] = 0.995
+            else:
+                figures["zeroed_mse"] *= 10
+        return figures
+
+    monkeypatch.setattr(training, "evaluate", collapsing)
+    config = tiny_config(optim__epochs=6)
+    assert config.build_schedule(2).end == 7
+    with pytest.raises(TrainingError, match=r"^collapse after the annealing at epoch 5: .*"
+                                            r"the best checkpoint is best.h5 \(epoch 4") as info:
+        run(config, tmp_path, figures=False)
+    assert "\n" not in str(info.value)
+    last = checkpoint.load(tmp_path / "checkpoint.h5")
+    best = checkpoint.load(tmp_path / "best.h5")
+    assert last.progress["epoch"] == best.progress["epoch"] == 4  # no checkpoint of epoch 5
+    with open(tmp_path / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5  # the collapsed epoch's row is there
+
+
+def test_a_run_collapsed_from_the_annealing_on_is_warned_about_and_goes_on(tmp_path,
+                                                                          monkeypatch):
+    original = training.evaluate
+
+    def collapsed(model, *args, **kwargs):
+        figures = original(model, *args, **kwargs)
+        if model.iteration >= 8:  # every epoch after the annealing (epoch 4 on)
+            figures["inactive_fraction_threshold"] = 1.0
+        return figures
+
+    monkeypatch.setattr(training, "evaluate", collapsed)
+    with pytest.warns(training.CollapseWarning, match=r"^epoch 4, after the annealing: 100.0% "
+                                                      r"of the held-out codes inactive; no "
+                                                      r"earlier healthy epoch"):
+        run(tiny_config(optim__epochs=6), tmp_path, figures=False)
+    assert checkpoint.load(tmp_path / "checkpoint.h5").progress["epoch"] == 6
+    assert not (tmp_path / "best.h5").exists()

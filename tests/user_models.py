@@ -8,9 +8,11 @@ import pyro_sparsegen as psg
 
 def sparse_mlp(image_shape, config):
     """The README's plain Pyro function: the package's generator written by hand."""
-    d = config.network.latent_dim
-    decoder = psg.MLPGenerator(d, image_shape, hidden=config.network.hidden)
-    annealed = psg.Annealed(config.build_schedule())
+    d, device = config.network.latent_dim, psg.training.resolve_device(config.device)
+    decoder = psg.MLPGenerator(d, image_shape, hidden=config.network.hidden,
+                               input_norm=config.network.input_norm).to(device)
+    annealed = psg.Annealed(config.build_schedule(), device=device)
+    sigma = psg.likelihood_scale(config.network.noise_scale, image_shape)
 
     def model(x=None, num_images=None):
         pyro.module("decoder", decoder)
@@ -18,7 +20,7 @@ def sparse_mlp(image_shape, config):
         n = x.shape[0] if x is not None else num_images
         with pyro.plate("images", n):
             z = pyro.sample("z", psg.SpikeAndSlab(w, slab, spike).expand([d]).to_event(1))
-            return pyro.sample("x", dist.Normal(decoder(z), 0.3).to_event(3), obs=x)
+            return pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(3), obs=x)
 
     return model
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from .. import training
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, likelihood_scale
 from .vae import BetaVAE
 from .vsc import VSC
 
@@ -78,13 +78,15 @@ def recommended(kind, config: TrainConfig, *, max_epochs=200):
       the first plateau (:class:`EarlyStopping`);
     - VSC as in Tonolini et al. (UAI 2019): alpha = 0.01, the gate sharpness c warmed up
       linearly from 50 to 200 over the first ``config.optim.epochs`` epochs, the slab's
-      lambda warm-up over their first 10 %; the beta-VAE with beta = 1.
+      lambda warm-up over their first 10 %; the beta-VAE with beta = 1;
+    - their standard decoder: no column-norm constraint (``network.input_norm = None``).
 
     ``config`` itself is left unchanged.
     """
     _model_class(kind)
     out = TrainConfig.from_dict(config.to_dict())
     out.optim.lr, out.optim.beta1, out.optim.beta2 = 1e-3, 0.9, 0.999
+    out.network.input_norm = None
     options = {"beta": 1.0} if kind == "beta_vae" else {"alpha": 0.01, "c_start": 50.0,
                                                         "c_end": 200.0}
     stopping = EarlyStopping(max_epochs=max(int(max_epochs), out.optim.epochs))
@@ -151,7 +153,8 @@ def build_baseline(kind, config: TrainConfig, image_shape, total_iterations, **o
         options.setdefault("anneal_iterations", max(1, int(total_iterations)))
     network = training.build_network(config, image_shape)
     try:
-        return cls(network, noise_scale=config.network.noise_scale,
+        return cls(network, noise_scale=likelihood_scale(config.network.noise_scale,
+                                                          image_shape),
                    likelihood=config.network.likelihood, **options)
     except TypeError as e:
         raise ConfigError(f"{kind}: {e}") from None

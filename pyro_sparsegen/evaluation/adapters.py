@@ -86,6 +86,14 @@ def inclusion_mask(model, z):
         return None
 
 
+def model_device(model):
+    """The device a model computes on: its first parameter's (a module), or the code site's
+    in one generation trace (a :class:`~pyro_sparsegen.FunctionModel`)."""
+    if hasattr(model, "parameters"):
+        return next((p.device for p in model.parameters()), torch.device("cpu"))
+    return getattr(model, "device", torch.device("cpu"))
+
+
 def sample_images(model, n, *, seed=0, sparsify=False, batch_size=500, device=None):
     """``n`` images ``g(z)``, ``z`` drawn from the model's prior (``model.generate``).
 
@@ -98,7 +106,7 @@ def sample_images(model, n, *, seed=0, sparsify=False, batch_size=500, device=No
     if n < 1:
         raise ValueError(f"n must be positive, got {n!r}")
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
     out = []
     with seeded(seed, device):
         for start in range(0, n, batch_size):
