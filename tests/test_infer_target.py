@@ -164,6 +164,27 @@ def test_derived_graph_follows_the_schedule(float64):
     assert dynamics.using_graph and dynamics.mismatches == 0  # never stale, never redone
 
 
+def test_what_the_step_computes_from_parameters_alone_follows_every_update(float64):
+    # the column-normalised weight and the prior's constants are hoisted out of the step
+    # (computed once per run): they must follow in-place parameter updates between runs
+    model = psg.SparseGenerator(psg.MLPGenerator(4, (1, 4, 4), hidden=(8,),
+                                                 input_norm=3.0).double(),
+                                schedule=psg.schedules.constant(0.5, 1.0, 0.1))
+    x = torch.rand(6, 1, 4, 4)
+    fast = ShortRunLangevin(model, noise=False, prior_step="semi-implicit", num_steps=5)
+    slow = ShortRunLangevin(model, noise=False, prior_step="semi-implicit", num_steps=5,
+                            derive=False)
+    torch.manual_seed(0)
+    for _ in range(4):
+        assert torch.allclose(fast.infer(x)["z"], slow.infer(x)["z"], atol=1e-12)
+        with torch.no_grad():  # an optimiser step, in place
+            for p in model.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    graph = next(iter(fast._dynamics.values())).graph_step
+    hoisted = [name for name, _ in graph.named_buffers() if name.startswith("_hoisted")]
+    assert hoisted and next(iter(fast._dynamics.values())).mismatches == 0
+
+
 SCALE = [1.0]
 
 

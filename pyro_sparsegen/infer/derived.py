@@ -6,7 +6,9 @@ target runs, its initial evaluation and its whole transition (proposal, the mode
 density and gradient, accept/reject) are traced once with ``make_fx`` into an aten graph:
 the model's own computation, replayed without Python. Tensors the model reads from outside
 (parameters, the package's annealed prior buffers) stay live references, so optimiser steps
-and schedule moves are seen; what the model computes from constants alone is folded once.
+and schedule moves are seen; what the model computes from constants alone is folded once, and
+what it computes from those live tensors alone (a weight parametrisation, the prior's
+constants) is hoisted out of the step and computed once per run.
 
 The derived graph is checked against the model's trace (the source of truth) when it is
 built, at two random points (value and gradient, relative 1e-6 in float64, 1e-4 in float32)
@@ -132,6 +134,61 @@ def derive(fn, example_inputs, model=None):
     return fold_constants(gm)
 
 
+def _is_view(target):
+    schema = getattr(target, "_schema", None)
+    return schema is not None and any(r.alias_info is not None for r in schema.returns)
+
+
+def hoist_invariants(gm):
+    """Split off what a transition computes from live attributes alone (the generator's
+    parameters, the prior's buffers): e.g. a weight parametrisation, a softplus of a learned
+    scale. Those values cannot change within a run, so they are computed once per run by the
+    returned ``refresh()`` (into buffers of ``gm`` that replace them in its graph) instead of
+    at every step. Views stay in the graph (they cost nothing and a copy of one would).
+
+    :return: ``(gm, refresh)``; ``refresh`` is ``None`` when there is nothing to hoist.
+    """
+    graph = gm.graph
+    invariant = set()
+    for node in graph.nodes:
+        if node.op == "get_attr" or node.op == "call_function" and not _impure(node.target) and \
+                not _is_view(node.target) and node.all_input_nodes and \
+                all(n in invariant for n in node.all_input_nodes):
+            invariant.add(node)
+    frontier = [n for n in graph.nodes if n in invariant and n.op == "call_function" and
+                isinstance(n.meta.get("val"), torch.Tensor) and
+                any(u not in invariant for u in n.users)]
+    if not frontier:
+        return gm, None
+    prelude, copies = torch.fx.Graph(), {}
+    for node in graph.nodes:
+        if node in invariant:
+            copies[node] = prelude.node_copy(node, lambda n: copies[n])
+    prelude.output(tuple(copies[n] for n in frontier))
+    prelude.eliminate_dead_code()
+    compute = torch.fx.GraphModule(gm, prelude)  # the same live attributes as gm
+    with torch.no_grad():
+        values = compute()
+    buffers = []
+    for i, (node, value) in enumerate(zip(frontier, values)):
+        name = f"_hoisted_{i}"
+        gm.register_buffer(name, value.clone(), persistent=False)
+        buffers.append(getattr(gm, name))
+        with graph.inserting_before(node):
+            attr = graph.get_attr(name)
+        attr.meta = dict(node.meta)
+        node.replace_all_uses_with(attr)
+    graph.eliminate_dead_code()
+    gm.recompile()
+
+    def refresh():
+        with torch.no_grad():
+            for buffer, value in zip(buffers, compute()):
+                buffer.copy_(value)
+
+    return gm, refresh
+
+
 def _merge_attributes(graph):
     """One ``get_attr`` node per attribute (a trace loads a constant anew at every use, which
     hides the repeated computations on it from common-subexpression elimination)."""
@@ -239,6 +296,7 @@ class Dynamics:
         self.want_graph = derive or compile
         self.compile = compile
         self.graph_init = self.graph_step = None
+        self._refresh = None  # recomputes the step graph's hoisted invariants (once per run)
         self.failed = None  # why the graph is not used (a string), once given up
         self.runs = 0
         self.mismatches = 0
@@ -292,6 +350,7 @@ class Dynamics:
             graph_init = derive(self._eager_init, (state.position, state.glob, tensors), model)
             graph_step = derive(self._eager_step,
                                 (state, randoms, step_size, global_step_size, tensors), model)
+            graph_step, refresh = hoist_invariants(graph_step)
         except Exception as e:  # noqa: BLE001 - any tracing failure means: run eagerly
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self._give_up(f"the model's density could not be traced into a graph "
@@ -303,7 +362,7 @@ class Dynamics:
                           "trace (the model's density depends on Python state a graph cannot "
                           "see)")
             return
-        self.graph_init, self.graph_step = graph_init, graph_step
+        self.graph_init, self.graph_step, self._refresh = graph_init, graph_step, refresh
         self.runs = 0  # a fresh graph is checked on its first runs again
         self.compiled = False
 
@@ -355,11 +414,18 @@ class Dynamics:
                 return self.graph_init(position, glob, self._tensors)
         return self._eager_init(position, glob, self._tensors)
 
+    def refresh(self):
+        """Recompute what the step graph hoisted from the parameters (see
+        :func:`hoist_invariants`): at the start of every run, after any optimiser step."""
+        if self.graph_step is not None and self._refresh is not None:
+            self._refresh()
+
     def begin(self, position, glob):
         """The state a run starts from, and ``mismatch`` (a device bool, or ``None`` when this
         run is not checked): on the first runs of a derived graph and then every 8th, its
         initial evaluation is compared with the model's own."""
         self.runs += 1
+        self.refresh()
         checked = self.graph_init is not None and (
             self.runs <= CHECK_FIRST or self.runs % CHECK_EVERY == 0)
         if not checked:
