@@ -11,7 +11,8 @@ the authors' settings and at the package's defaults.
 
 Each hand loop does what the package does per batch: K gradient steps (under
 ``parametrize.cached()``: the normalised first-layer weight computed once per batch, as the
-package's derived graph does), the log density at the final codes, (defaults) the inclusion mask, one Adam step on the mean negative log joint.
+package's derived graph does), the log density at the final codes, (defaults) the inclusion
+mask, one Adam step on the mean negative log joint.
 Both run two epochs over the same 4,000 ``mnist5k`` training images in the same shuffled
 batches, from the same weights, and the second epoch is timed (the first holds the package's
 one-time costs of a run: tracing the model and deriving its graph, about a second); the
