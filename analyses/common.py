@@ -528,12 +528,14 @@ class Workspace:
         return self.loaded(key, folder, model, config, state, seconds)
 
     def trained_folder(self, name, kind, config, options=None, stopping=None, *,
-                       model_class=None):
+                       model_class=None, data=None):
         """``(folder, training seconds or None)`` of run ``name``: a finished one from
         ``--runs`` or from an earlier call with the same request, or trained now
         (``psg.train``, with ``model_class`` for a :class:`~pyro_sparsegen.SparseGenerator`
-        subclass, or ``baselines.train_baseline``)."""
+        subclass, or ``baselines.train_baseline``) on ``data`` (``(train, monitor)``; default
+        the workspace's)."""
         options = options or {}
+        train, monitor = data or (self.train, self.monitor)
         folder = self._reusable(name)
         if folder is not None:
             return folder, None
@@ -543,13 +545,14 @@ class Workspace:
         request = {"key": name.split("_seed")[0], "kind": kind, "config": settings,
                    "options": options,
                    "early_stopping": None if stopping is None else stopping.to_dict(),
-                   "train_images": len(self.train), "monitor_images": len(self.monitor),
+                   "train_images": len(train), "monitor_images": len(monitor),
                    "mode": self.settings.mode}
         if model_class is not None:
             request["model_class"] = psg.checkpoint.class_path(model_class)
         seconds = None
         if not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request):
-            seconds = self._train(name, kind, config, options, stopping, folder, model_class)
+            seconds = self._train(name, kind, config, options, stopping, folder, model_class,
+                                  (train, monitor))
             self.write_json(os.path.join(folder, REQUEST), request)
         return folder, seconds
 
@@ -563,14 +566,16 @@ class Workspace:
         return Loaded(key, config.seed, model, config, psg.make_encoder(model, config), folder,
                       seconds, dict(state.extra))
 
-    def _train(self, name, kind, config, options, stopping, folder, model_class=None):
+    def _train(self, name, kind, config, options, stopping, folder, model_class=None,
+               data=None):
         self.log(f"training {name} ({label(name.split('_seed')[0])}, "
                  f"d = {config.network.latent_dim}, {config.optim.epochs} epochs"
                  f"{'' if stopping is None else f' or more, up to {stopping.max_epochs}'}, "
                  f"seed {config.seed}) into {folder}")
         tick = time.perf_counter()
         main = name.split("_seed")[0] in MODEL_KEYS
-        shared = {"train_data": self.train, "test_data": self.monitor,
+        train, monitor = data or (self.train, self.monitor)
+        shared = {"train_data": train, "test_data": monitor,
                   "progress": self.settings.progress, "figures": main and not self.settings.tiny}
         if kind == "abp":
             result = psg.train(config, folder, model_class=model_class, **shared)

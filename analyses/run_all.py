@@ -2,7 +2,7 @@
 figure, and the verdicts of the sparse recipe's targets) and ``OUT/results.json`` (the numbers,
 for machines).
 
-    # about 13 minutes on an idle 2-core machine, all training included (one seed)
+    # about 20 minutes on an idle 2-core machine, all training included (one seed)
     python analyses/run_all.py --data mnist5k --out runs/analysis --quick
     # the configs' full length (20 epochs), 3 seeds per main model: a long run or a GPU
     python analyses/run_all.py --data idx:data/mnist --out runs/mnist
@@ -32,10 +32,11 @@ import denoise_quality
 import explainability
 import reconstruction_sparsity
 import sample_quality
+import transfer
 import variant_priors
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           sample_quality, explainability, variant_priors)
+           sample_quality, explainability, variant_priors, transfer)
 RESULT_KEYS = common.MODEL_KEYS + ("noisy_input",)
 TARGET_SIGMAS = ("0.5", "0.7")
 
@@ -54,7 +55,7 @@ def run(ws):
         common.merge(merged, section.results)
     ws.timings["total"] = time.perf_counter() - tick
     results = {key: merged.get(key, {}) for key in RESULT_KEYS}
-    checks = targets(results)
+    checks = targets(results, merged.get("transfer"))
     results["meta"] = {
         "settings": {"data": ws.settings.data, "mode": ws.settings.mode,
                      "seed": ws.settings.seed, "seeds": [ws.settings.seed + s for s in ws.seeds],
@@ -73,6 +74,7 @@ def run(ws):
             for (key, seed), m in ws.loaded_models().items()},
         "sweep": merged.get("sweep", {}),
         "variants": merged.get("variants", {}),
+        "transfer": merged.get("transfer", {}),
         "frontier": merged.get("frontier", {}),
         "reference_mse": merged.get("reference_mse", {}),
         "fid_reference": merged.get("fid_reference", {}),
@@ -153,10 +155,11 @@ def _known(*values):
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def targets(results):
+def targets(results, transferred=None):
     """Issue 15's targets for the sparse model: ``[{target, measured, met, rivals}]``, where
     ``met`` is the plain comparison the target states (``None`` when not measurable) and
-    ``rivals`` the paired verdicts (``{rival: wins / ties / loses}``)."""
+    ``rivals`` the paired verdicts (``{rival: wins / ties / loses}``); ``transferred`` adds
+    one target per data set of ``transfer.py``."""
     sparse, out = results["sparse"], []
 
     def add(target, measured, met, rivals=None):
@@ -192,6 +195,14 @@ def targets(results):
         own <= dense if _known(own, dense) else None)
     jac = sparse.get("class_jaccard")
     add("mean class Jaccard < 0.3", common.fmt(jac, 3), jac < 0.3 if _known(jac) else None)
+    for entry in (transferred or {}).values():
+        h, w = entry["image_size"]
+        d = entry["matched_latent_dim"]
+        own, dense = entry["models"]["sparse"], entry["models"][f"dense_d{d}"]
+        add(f"{entry['data']} {h}×{w}: inactive ≥ {transfer.INACTIVE_TARGET:.2f}, zeroed MSE ≤ "
+            f"dense ABP with as many numbers (d = {d})",
+            f"{common.fmt(own['inactive_fraction'], 3)}; {common.fmt(own['zeroed_mse'], 4)} vs "
+            f"{common.fmt(dense['test_mse'], 4)}", entry["target_met"])
     return out
 
 

@@ -26,11 +26,12 @@ import explainability  # noqa: E402
 import reconstruction_sparsity  # noqa: E402
 import run_all  # noqa: E402
 import sample_quality  # noqa: E402
+import transfer  # noqa: E402
 import variant_priors  # noqa: E402
 from common import ev  # noqa: E402
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           sample_quality, explainability, variant_priors)
+           sample_quality, explainability, variant_priors, transfer)
 FIELDS = ("test_mse", "zeroed_mse", "inactive_fraction", "mean_active", "denoise_accuracy",
           "denoise_accuracy_clipped", "sample_fid", "probe_accuracy")
 SIGMAS = ("0.3", "0.5", "0.7")
@@ -169,6 +170,25 @@ def test_variant_priors_train_every_prior_by_both_routes(results):
         variants["variant_annealed_class"]["inactive_fraction"]
 
 
+def test_transfer_trains_the_default_at_every_embedded_size(results, tiny_run):
+    runs = results["meta"]["transfer"]
+    assert {k: v["image_size"] for k, v in runs.items()} == {"digits8": [8, 8],
+                                                             "mnist14": [14, 14]}
+    for entry in runs.values():
+        d = entry["matched_latent_dim"]
+        sparse = entry["models"]["sparse"]
+        # the dense model has as many numbers per image as the sparse code's training mean
+        assert entry["models"][f"dense_d{d}"]["latent_dim"] == d >= 1
+        assert sparse["latent_dim"] == 6  # the tiny mode's latent size, not the dense one
+        assert entry["target_met"] == (
+            sparse["inactive_fraction"] >= transfer.INACTIVE_TARGET and
+            sparse["zeroed_mse"] <= entry["models"][f"dense_d{d}"]["test_mse"])
+        assert (tiny_run / entry["figure"]).stat().st_size > 0
+    assert "v1" in runs["digits8"]["models"] and "v1" not in runs["mnist14"]["models"]
+    targets = [c["target"] for c in results["meta"]["targets"]]
+    assert sum("as many numbers" in t for t in targets) == 2
+
+
 def test_protocol_sanity_floor_below_ceiling_falling_with_noise(results):
     floor = results["noisy_input"]
     ceiling = floor["denoise_accuracy_clean"]
@@ -271,6 +291,8 @@ def test_script_alone_reuses_models(script, tiny_run, tmp_path, capsys):
     numbers = json.loads((tmp_path / f"{script.NAME}.json").read_text())
     if script is variant_priors:  # its own eight models, one entry each
         assert set(numbers) == {"variants"} and len(numbers["variants"]) == 8
+    elif script is transfer:  # its own data sets
+        assert set(numbers) == {"transfer"} and len(numbers["transfer"]) == 2
     else:
         assert set(common.MODEL_KEYS) <= set(numbers)
 
