@@ -49,14 +49,17 @@ BASELINE_KINDS = ("beta_vae", "vsc")
 NOISE_LEVELS = ev.NOISE_LEVELS
 REQUEST = "analysis_request.json"  # what a model folder was trained for (written when done)
 EVAL_BATCH = 500  # images per encoder call in evaluation (chains are per image: any size works)
-MONITOR_IMAGES = 500  # held-out images a training run evaluates after each epoch
+# held-out images a training run evaluates after each epoch (its metrics.csv and collapse
+# watch; the analyses themselves use every test image): fewer in the quick mode
+MONITOR_IMAGES = {"full": 500, "quick": 250, "tiny": 500}
 
 # Mode settings. --quick: 10 epochs, one seed, every test image (1,000 of mnist5k); the
-# baselines train until their validation ELBO stops improving (10..60 epochs). About 13
-# minutes on an idle 2-core machine: 9-10 ABP models of ~40 s (3 main, 2 sweep, 4-5 frontier),
-# 2 baselines of at most ~1 min, the evaluation ~4 min (denoising: 3 variants x 3 noise levels
-# x 5 repeats of 1,000 images per model). --tiny (hidden, for the tests): a few hundred
-# digits, a small network, two seeds, about 20 s.
+# baselines train until their validation ELBO stops improving (10..60 epochs). About 20
+# minutes on an idle 2-core machine: 11 ABP models of ~45 s (3 main, 2 sweep, 4 frontier
+# beyond the main ones), 2 baselines of about a minute, 7 variant-prior models (~45 s; the
+# hierarchical ones ~110 s), 5 small transfer models (~80 s in all), the evaluation ~4 min
+# (denoising: 3 variants x 3 noise levels x 5 repeats of 1,000 images per model). --tiny
+# (hidden, for the tests): a few hundred digits, a small network, two seeds.
 MODES = {
     "full": {"epochs": None, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
              "baseline_max_epochs": 200, "sweep": (0.2, 0.1, 0.05, 0.01),
@@ -377,11 +380,17 @@ class Workspace:
         self.train, self.test = train, test
         # what training evaluates after every epoch (metrics.csv): a class-spread subset, to
         # keep the per-epoch cost down; the analyses themselves use every test image
-        self.monitor = test.spread_subset(min(len(test), MONITOR_IMAGES), seed=settings.seed)
+        self.monitor = test.spread_subset(min(len(test), self.monitor_images),
+                                          seed=settings.seed)
         self._cache = {}
         self.timings = {}
 
     # -- settings derived from the mode --
+    @property
+    def monitor_images(self):
+        """Held-out images a training run evaluates after each epoch (:data:`MONITOR_IMAGES`)."""
+        return MONITOR_IMAGES[self.settings.mode]
+
     def spread(self, data, n):
         """A class-spread, seeded subset of ``n`` positions of ``data``
         (:meth:`pyro_sparsegen.ImageData.spread_rows`)."""

@@ -43,7 +43,7 @@ def data_of(ws, spec, size):
         train = train.subset(ws.spread(train, ws.mode["train_images"]))
     if ws.mode["test_images"] is not None:
         test = test.subset(ws.spread(test, ws.mode["test_images"]))
-    monitor = test.spread_subset(min(len(test), common.MONITOR_IMAGES), seed=ws.settings.seed)
+    monitor = test.spread_subset(min(len(test), ws.monitor_images), seed=ws.settings.seed)
     return train, monitor, test
 
 

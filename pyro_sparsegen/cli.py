@@ -65,8 +65,9 @@ def build_parser():
                    help="Langevin noise on in training (with --prior-step explicit: ULA)")
     t.add_argument("--metropolis", action="store_true", default=None,
                    help="Metropolis-adjusted steps (MALA; needs --noise)")
-    t.add_argument("--compile", action="store_true", default=None,
-                   help="compile the Langevin short run with torch.compile")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the Langevin short run with torch.compile (default: auto, "
+                        "for runs of at least 600 steps)")
     t.add_argument("--eval-images", type=int, help="held-out images evaluated per epoch")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -130,6 +130,13 @@ class PriorConfig:
                 raise ConfigError(f"prior.schedule: {e}") from None
 
 
+# langevin.compile = "auto" compiles the short run of a training run with at least this many
+# steps: the compile costs 10-20 s once (an MLP, 2 CPU cores) and saves about a third of every
+# Langevin step (benchmarks/kernel_step.py), which repays it after a few hundred steps; the
+# default main job (800 steps) runs in 67 s compiled against 98 s eager (docs/benchmarks.md)
+AUTO_COMPILE_ITERATIONS = 600
+
+
 @dataclasses.dataclass
 class LangevinConfig:
     step_size: float = 0.05
@@ -138,7 +145,9 @@ class LangevinConfig:
     init: str = "zeros"
     prior_step: str = "semi-implicit"
     metropolis: bool = False  # MALA (needs noise): exact sampling of the codes
-    compile: bool = False  # the short run compiled with torch.compile
+    # the short run compiled with torch.compile: true, false, or "auto" (training runs of at
+    # least AUTO_COMPILE_ITERATIONS steps, where the compile pays for itself)
+    compile: object = "auto"
     max_divergence_fraction: float = 0.01  # stop training when more chain-steps diverge
     sparsify: bool = True  # set coordinates with inclusion probability < 0.5 to exactly 0
 
@@ -150,10 +159,13 @@ class LangevinConfig:
         if self.prior_step not in ("explicit", "semi-implicit"):
             raise ConfigError(f"langevin.prior_step must be explicit or semi-implicit, "
                               f"got {self.prior_step!r}")
-        for name in ("noise", "sparsify", "metropolis", "compile"):
+        for name in ("noise", "sparsify", "metropolis"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"langevin.{name} must be true or false, "
                                   f"got {getattr(self, name)!r}")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise ConfigError(f"langevin.compile must be true, false or \"auto\", "
+                              f"got {self.compile!r}")
         if self.metropolis and not self.noise:
             raise ConfigError("langevin.metropolis needs langevin.noise = true")
         if self.noise and not self.metropolis and self.prior_step == "semi-implicit":
@@ -164,10 +176,19 @@ class LangevinConfig:
         _positive_float("langevin", "max_divergence_fraction", self.max_divergence_fraction,
                         allow_zero=True)
 
-    def kernel_options(self):
+    def compiled(self, iterations=None):
+        """Whether a kernel for a run of ``iterations`` training steps compiles its short run:
+        ``compile`` itself when it is true or false; for ``"auto"``, when ``iterations`` is at
+        least :data:`AUTO_COMPILE_ITERATIONS` (``None``, e.g. an encoder: no)."""
+        if isinstance(self.compile, bool):
+            return self.compile
+        return iterations is not None and iterations >= AUTO_COMPILE_ITERATIONS
+
+    def kernel_options(self, iterations=None):
         return {"step_size": self.step_size, "num_steps": self.num_steps, "noise": self.noise,
                 "init": self.init, "prior_step": self.prior_step, "metropolis": self.metropolis,
-                "adapt_step_size": False, "crossing": False, "compile": self.compile}
+                "adapt_step_size": False, "crossing": False,
+                "compile": self.compiled(iterations)}
 
 
 @dataclasses.dataclass

@@ -158,8 +158,10 @@ def build_model(config: TrainConfig, image_shape, iterations_per_epoch, model_cl
                **({"prior": config.prior.kind} if config.prior.kind != "annealed" else {}))
 
 
-def make_kernel(model, config: TrainConfig):
-    return ShortRunLangevin(model, **config.langevin.kernel_options())
+def make_kernel(model, config: TrainConfig, iterations=None):
+    """The kernel of a run's config; ``iterations``: the training steps it will run (for
+    ``langevin.compile = "auto"``; ``None``: not a training run, never compiled by "auto")."""
+    return ShortRunLangevin(model, **config.langevin.kernel_options(iterations))
 
 
 def make_optim(config: TrainConfig, device):
@@ -575,7 +577,8 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
         if world > 1:
             torch.manual_seed(rank_seed(config.seed, rank))
         progress_state, metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
-    kernel = make_kernel(model, config)
+    kernel = make_kernel(model, config, config.optim.epochs * iterations_per_epoch -
+                         progress_state.get("iteration", 0))
     abp = ABP(model, kernel, make_optim(config, device), num_data=len(train_data),
               sparsify=config.langevin.sparsify, iteration=progress_state.get("iteration", 0))
     first = train_data.batch([0]).to(device)

@@ -136,7 +136,7 @@ def test_run_all_writes_report_and_results(tiny_run, results):
     assert meta["models"]["vsc_seed1"]["early_stopping"]["min_epochs"] == 3
     assert {"sparse", "sparse_w0.1"} == set(meta["sweep"])
     assert {"dense_d2", "dense_matched", "dense_abp"} <= set(meta["frontier"])
-    assert len(meta["targets"]) == 8
+    assert len(meta["targets"]) == 10  # 8 on the main data, one per transfer data set
     fid = meta["fid_reference"]  # two halves of the test images: the estimate's noise level
     assert fid["two halves of the test images"] < 0.2 * fid["uniform noise images"]
     report = (tiny_run / "report.md").read_text()

@@ -394,3 +394,32 @@ def test_a_run_collapsed_from_the_annealing_on_is_warned_about_and_goes_on(tmp_p
         run(tiny_config(optim__epochs=6), tmp_path, figures=False)
     assert checkpoint.load(tmp_path / "checkpoint.h5").progress["epoch"] == 6
     assert not (tmp_path / "best.h5").exists()
+
+
+# -- langevin.compile = "auto" ---------------------------------------------------------------
+def test_auto_compiles_the_training_kernel_of_long_runs_only(tmp_path, monkeypatch):
+    from pyro_sparsegen.config import AUTO_COMPILE_ITERATIONS
+
+    config = tiny_config()
+    assert config.langevin.compile == "auto"  # the default
+    assert config.langevin.compiled(AUTO_COMPILE_ITERATIONS)
+    assert not config.langevin.compiled(AUTO_COMPILE_ITERATIONS - 1)
+    assert not config.langevin.compiled(None)  # an encoder: not a training run
+    model = training.build_model(config, (1, 8, 8), 2)
+    assert not training.make_encoder(model, config).kernel.compile
+    for fixed in (True, False):
+        config.langevin.compile = fixed
+        assert training.make_kernel(model, config).compile is fixed
+    with pytest.raises(ConfigError, match=r'langevin.compile must be true, false or "auto"'):
+        TrainConfig.from_dict({"langevin": {"compile": "yes"}})
+    # train() asks for the steps the run has left: 2 batches x 3 epochs, then 1 after a resume
+    seen, original = [], training.make_kernel
+
+    def spy(model, config, iterations=None):
+        seen.append(iterations)
+        return original(model, config, iterations)
+
+    monkeypatch.setattr(training, "make_kernel", spy)
+    run(tiny_config(optim__epochs=3), tmp_path, interrupt_at=5, figures=False)
+    run(tiny_config(optim__epochs=3), tmp_path, resume=True, figures=False)
+    assert seen == [6, 1]
