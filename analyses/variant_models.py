@@ -13,8 +13,9 @@ from torch.distributions import constraints
 
 import pyro_sparsegen as psg
 
-# The Laplace prior's scale: b = 0.5 gives the variance 2 b² = 0.5 of the default schedule's
-# final spike-and-slab (w 0.5, slab 1, spike 0.04: 0.5 · 1 + 0.5 · 0.04² ≈ 0.5).
+# The Laplace prior's scale: b = 0.5 gives the variance 2 b² = 0.5, between the spike and the
+# slab of the default schedule's final spike-and-slab (whose variance is w · 1 + (1 - w) · 0.04²,
+# 0.8 at w 0.8); a fixed scale, since under MAP-ABP a learned one is not identifiable.
 LAPLACE_SCALE = 0.5
 CONCENTRATION = 10.0  # a + b of the hierarchical prior's Beta at the hand-over
 

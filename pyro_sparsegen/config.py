@@ -133,7 +133,7 @@ class PriorConfig:
 # langevin.compile = "auto" compiles the short run of a training run with at least this many
 # steps: the compile costs 10-20 s once (an MLP, 2 CPU cores) and saves about a third of every
 # Langevin step (benchmarks/kernel_step.py), which repays it after a few hundred steps; the
-# default main job (800 steps) runs in 67 s compiled against 98 s eager (docs/benchmarks.md)
+# default main job (800 steps) runs in 63-80 s compiled against 98 s eager (docs/benchmarks.md)
 AUTO_COMPILE_ITERATIONS = 600
 
 
