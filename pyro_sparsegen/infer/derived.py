@@ -155,9 +155,12 @@ def hoist_invariants(gm):
                 not _is_view(node.target) and node.all_input_nodes and \
                 all(n in invariant for n in node.all_input_nodes):
             invariant.add(node)
+    # (a value the step returns is not hoisted: the caller would hold a buffer that the next
+    # run's refresh overwrites)
     frontier = [n for n in graph.nodes if n in invariant and n.op == "call_function" and
                 isinstance(n.meta.get("val"), torch.Tensor) and
-                any(u not in invariant for u in n.users)]
+                any(u not in invariant for u in n.users) and
+                not any(u.op == "output" for u in n.users)]
     if not frontier:
         return gm, None
     prelude, copies = torch.fx.Graph(), {}
