@@ -371,19 +371,24 @@ class Workspace:
         os.makedirs(self.out, exist_ok=True)
         if not os.access(self.out, os.W_OK):
             raise AnalysisError(f"{self.out}: output folder is not writable")
-        train = psg.load_data(settings.data, "train")
-        test = psg.load_data(settings.data, "test")
+        # monitor: what training evaluates after every epoch (metrics.csv), a class-spread
+        # subset to keep the per-epoch cost down; the analyses themselves use every test image
+        self.train, self.monitor, self.test = self.load_splits(settings.data)
+        self._cache = {}
+        self.timings = {}
+
+    def load_splits(self, spec, image_size=None):
+        """``(train, monitor, test)`` of data set ``spec``, shortened as the mode says
+        (class-spread subsets)."""
+        train = psg.load_data(spec, "train", image_size=image_size)
+        test = psg.load_data(spec, "test", image_size=image_size)
         if "train_images" in self.mode:
             train = train.subset(self.spread(train, self.mode["train_images"]))
         if self.mode["test_images"] is not None:
             test = test.subset(self.spread(test, self.mode["test_images"]))
-        self.train, self.test = train, test
-        # what training evaluates after every epoch (metrics.csv): a class-spread subset, to
-        # keep the per-epoch cost down; the analyses themselves use every test image
-        self.monitor = test.spread_subset(min(len(test), self.monitor_images),
-                                          seed=settings.seed)
-        self._cache = {}
-        self.timings = {}
+        monitor = test.spread_subset(min(len(test), self.monitor_images),
+                                     seed=self.settings.seed)
+        return train, monitor, test
 
     # -- settings derived from the mode --
     @property
@@ -609,13 +614,18 @@ class Workspace:
                     time.perf_counter() - tick
         return self._cache[cache]
 
+    def encode(self, model, encoder, data):
+        """:func:`pyro_sparsegen.evaluation.encode_codes` of ``data`` with the analysis's
+        threshold, batch size, device and seed (not cached)."""
+        return ev.encode_codes(model, encoder, data, threshold=self.threshold,
+                               batch_size=EVAL_BATCH, device=self.device,
+                               seed=self.settings.seed)
+
     def codes(self, key, seed, split):
-        """:func:`pyro_sparsegen.evaluation.encode_codes` of ``split`` ("train" / "test")."""
+        """:meth:`encode` of ``split`` ("train" / "test") for model ``key``, cached."""
         m = self.model(key, seed)
-        return self.cached(("codes", key, seed, split), lambda: ev.encode_codes(
-            m.model, m.encoder, self.train if split == "train" else self.test,
-            threshold=self.threshold, batch_size=EVAL_BATCH, device=self.device,
-            seed=self.settings.seed), "encode")
+        return self.cached(("codes", key, seed, split), lambda: self.encode(
+            m.model, m.encoder, self.train if split == "train" else self.test), "encode")
 
     def summary(self, key, seed):
         """Reconstruction against sparsity on the test codes."""

@@ -34,19 +34,6 @@ INACTIVE_TARGET = 0.80
 SHOWN = 10  # test images in each figure
 
 
-def data_of(ws, spec, size):
-    """``(train, monitor, test)`` of one data set, shortened as the mode shortens the main one
-    (class-spread subsets)."""
-    train = psg.load_data(spec, "train", image_size=size)
-    test = psg.load_data(spec, "test", image_size=size)
-    if "train_images" in ws.mode:
-        train = train.subset(ws.spread(train, ws.mode["train_images"]))
-    if ws.mode["test_images"] is not None:
-        test = test.subset(ws.spread(test, ws.mode["test_images"]))
-    monitor = test.spread_subset(min(len(test), ws.monitor_images), seed=ws.settings.seed)
-    return train, monitor, test
-
-
 def config_of(ws, spec, size, epochs, recipe="default"):
     config = ws.base_config()
     config.data.spec, config.data.image_size = spec, size
@@ -67,12 +54,6 @@ def trained(ws, name, config, data):
     return model, psg.make_encoder(model, config), seconds
 
 
-def codes_of(ws, model, encoder, data):
-    return ev.encode_codes(model, encoder, data, threshold=ws.threshold,
-                           batch_size=common.EVAL_BATCH, device=ws.device,
-                           seed=ws.settings.seed)
-
-
 def decoded(model, z):
     with torch.no_grad():
         return model.decode(torch.as_tensor(z, dtype=torch.float32,
@@ -80,11 +61,11 @@ def decoded(model, z):
 
 
 def one_dataset(ws, label, spec, size, epochs):
-    data = data_of(ws, spec, size)
+    data = ws.load_splits(spec, size)
     train, _, test = data
     config = config_of(ws, spec, size, epochs)
     sparse, sparse_encoder, _ = trained(ws, f"transfer_{label}_sparse", config, data)
-    train_codes = codes_of(ws, sparse, sparse_encoder, train)
+    train_codes = ws.encode(sparse, sparse_encoder, train)
     matched = max(1, int(round(ev.sparsity_summary(train_codes)["mean_active"])))
     dense_config = baselines.dense_config(config, matched)
     dense, dense_encoder, _ = trained(ws, f"transfer_{label}_dense_d{matched}", dense_config,
@@ -96,7 +77,7 @@ def one_dataset(ws, label, spec, size, epochs):
         model, encoder, _ = trained(ws, f"transfer_{label}_v1", v1, data)
         runs.append(("v1", model, encoder))
     for key, model, encoder in runs:
-        codes[key] = codes_of(ws, model, encoder, test)
+        codes[key] = ws.encode(model, encoder, test)
         entries[key] = ev.sparsity_summary(codes[key])
     shown = ws.spread(test, min(SHOWN, len(test)))
     rows = [test.images()[shown],

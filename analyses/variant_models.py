@@ -39,6 +39,14 @@ def _parts(image_shape, config):
     return decoder, sigma, net.latent_dim, psg.Annealed(config.build_schedule(), device=device)
 
 
+def _images(decoder, sigma, x, num_images, prior):
+    """What every variant shares: the plate over the images, the code site ``"z"`` drawn from
+    ``prior`` and the observed site ``"x"`` (returned)."""
+    with pyro.plate("images", x.shape[0] if x is not None else num_images):
+        z = pyro.sample("z", prior)
+        return pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(3), obs=x)
+
+
 def _final_weight(annealed):
     w = annealed.schedule(annealed.schedule.end).slab_weight
     return min(max(w, 1e-3), 1 - 1e-3)
@@ -51,9 +59,8 @@ def annealed_fn(image_shape, config):
     def model(x=None, num_images=None):
         pyro.module("decoder", decoder)
         w, slab, spike = annealed
-        with pyro.plate("images", x.shape[0] if x is not None else num_images):
-            z = pyro.sample("z", psg.SpikeAndSlab(w, slab, spike).expand([d]).to_event(1))
-            return pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(3), obs=x)
+        prior = psg.SpikeAndSlab(w, slab, spike).expand([d]).to_event(1)
+        return _images(decoder, sigma, x, num_images, prior)
 
     return model
 
@@ -69,9 +76,7 @@ def learned_fn(image_shape, config):
         w, slab, spike = annealed
         learned = pyro.param("slab_weight", start, constraint=constraints.unit_interval)
         w = torch.where(annealed.ended, learned, w)
-        with pyro.plate("images", x.shape[0] if x is not None else num_images):
-            z = pyro.sample("z", psg.SpikeAndSlab(w, slab, spike).to_event(1))
-            return pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(3), obs=x)
+        return _images(decoder, sigma, x, num_images, psg.SpikeAndSlab(w, slab, spike).to_event(1))
 
     return model
 
@@ -91,9 +96,7 @@ def hierarchical_fn(image_shape, config):
         a, b = torch.where(annealed.ended, learned, start)
         w = pyro.sample("w", dist.Beta(a, b).expand([d]).to_event(1))
         w = torch.where(annealed.ended, w, w0)
-        with pyro.plate("images", x.shape[0] if x is not None else num_images):
-            z = pyro.sample("z", psg.SpikeAndSlab(w, slab, spike).to_event(1))
-            return pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(3), obs=x)
+        return _images(decoder, sigma, x, num_images, psg.SpikeAndSlab(w, slab, spike).to_event(1))
 
     return model
 
@@ -105,8 +108,7 @@ def laplace_fn(image_shape, config):
 
     def model(x=None, num_images=None):
         pyro.module("decoder", decoder)
-        with pyro.plate("images", x.shape[0] if x is not None else num_images):
-            z = pyro.sample("z", dist.Laplace(zero, LAPLACE_SCALE).expand([d]).to_event(1))
-            return pyro.sample("x", dist.Normal(decoder(z), sigma).to_event(3), obs=x)
+        prior = dist.Laplace(zero, LAPLACE_SCALE).expand([d]).to_event(1)
+        return _images(decoder, sigma, x, num_images, prior)
 
     return model

@@ -180,21 +180,19 @@ def _train_config(args):
 
 
 def _check_model_spec(spec):
-    """``--model MODULE:NAME`` must import and name a callable (else one line, exit 2)."""
+    """``--model MODULE:NAME`` must import and name a callable (else a one-line
+    :class:`~pyro_sparsegen.config.ModelSpecError`: exit 2)."""
     if spec is None:
         return
-    from .config import MODEL_SPEC, ConfigError
+    from .config import MODEL_SPEC, ModelSpecError
     from .training import import_factory
 
     if not MODEL_SPEC.fullmatch(spec):
-        raise UsageError(f"--model must be MODULE:NAME, got {spec!r}")
-    try:
-        factory = import_factory(spec)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
+        raise ModelSpecError(f"--model must be MODULE:NAME, got {spec!r}")
+    factory = import_factory(spec)
     if not callable(factory):
-        raise UsageError(f"--model {spec}: {type(factory).__name__} is not a model factory "
-                         "(a callable NAME(image_shape, config) -> model)")
+        raise ModelSpecError(f"--model {spec}: {type(factory).__name__} is not a model factory "
+                             "(a callable NAME(image_shape, config) -> model)")
 
 
 def _init_distributed(config):

@@ -37,6 +37,15 @@ def _curvature(r, inv_slab, inv_spike):
     return torch.addcmul(k_spike, r, k_slab - k_spike)
 
 
+def _components(value, a_slab, a_spike, inv_slab, inv_spike):
+    """Joint log densities of (value, slab) and (value, spike) from :meth:`SpikeAndSlab.
+    _constants`: ``a - (value / s)^2 / 2`` (``(value / s)^2``, not ``value^2 / s^2``: a tiny
+    spike's ``s^2`` underflows to 0 in float32 below ~1e-19, which made the density NaN at 0)."""
+    t_slab, t_spike = value * inv_slab, value * inv_spike
+    return (torch.addcmul(a_slab, t_slab, t_slab, value=-0.5),
+            torch.addcmul(a_spike, t_spike, t_spike, value=-0.5))
+
+
 class _LogProbFixedParams(torch.autograd.Function):
     """The spike-and-slab log density with its gradient in closed form,
     ``d/dz log p(z) = -kappa(z) z`` (for parameters that need no gradient): two tensor
@@ -44,9 +53,7 @@ class _LogProbFixedParams(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, a_slab, a_spike, inv_slab, inv_spike):
-        t_slab, t_spike = value * inv_slab, value * inv_spike
-        slab = torch.addcmul(a_slab, t_slab, t_slab, value=-0.5)
-        spike = torch.addcmul(a_spike, t_spike, t_spike, value=-0.5)
+        slab, spike = _components(value, a_slab, a_spike, inv_slab, inv_spike)
         ctx.save_for_backward(value, torch.sigmoid(slab - spike), inv_slab, inv_spike)
         return torch.logaddexp(slab, spike)
 
@@ -169,12 +176,7 @@ class SpikeAndSlab(TorchDistribution):
 
     def _component_log_probs(self, value):
         """Joint log densities of (value, slab) and (value, spike)."""
-        a_slab, a_spike, inv_slab, inv_spike = self._constants()
-        # (value / scale)**2, not value**2 / scale**2: a tiny spike's scale**2 underflows to 0
-        # (float32 below ~1e-19), which made the density NaN at 0.
-        t_slab, t_spike = value * inv_slab, value * inv_spike
-        return (torch.addcmul(a_slab, t_slab, t_slab, value=-0.5),
-                torch.addcmul(a_spike, t_spike, t_spike, value=-0.5))
+        return _components(value, *self._constants())
 
     def _full(self, out, value):
         shape = torch.broadcast_shapes(value.shape, self.batch_shape)

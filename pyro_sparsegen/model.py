@@ -42,8 +42,6 @@ class _IsotropicNormal(TorchDistribution):
     def _set_constants(self, scale, event_shape):
         self.scale = scale
         self._event = torch.Size(event_shape)
-        self._inv_scale = 1.0 / scale
-        self._log_normalizer = self._event.numel() * (math.log(scale) + 0.5 * math.log(2 * math.pi))
 
     @constraints.dependent_property(is_discrete=False)
     def support(self):
@@ -81,7 +79,8 @@ class _IsotropicNormal(TorchDistribution):
         return isotropic_normal_log_prob(value, self.loc, self.scale, len(self._event))
 
     def entropy(self):
-        per_image = self._log_normalizer + 0.5 * self._event.numel()
+        per_image = self._event.numel() * (math.log(self.scale) + 0.5 * math.log(2 * math.pi)
+                                           + 0.5)
         return torch.full(self.batch_shape, per_image, dtype=self.loc.dtype,
                           device=self.loc.device)
 

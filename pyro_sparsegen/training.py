@@ -470,11 +470,9 @@ class CollapseWatch:
     def __init__(self, annealing_end, state=None):
         self.annealing_end = annealing_end
         self.state = dict(state or {})
-        self.new_best = False
 
     def update(self, row):
         """Fold in an epoch's metrics row; the collapse's one-line reason, or ``None``."""
-        self.new_best = False
         if self.annealing_end is None or row["iteration"] < self.annealing_end:
             return None
         zeroed, inactive = row["zeroed_mse"], row["inactive_fraction_threshold"]
@@ -488,7 +486,6 @@ class CollapseWatch:
         if why is None:  # a collapsed epoch is never the best one
             if zeroed < self.state.get("best_zeroed_mse", math.inf):
                 self.state.update(best_zeroed_mse=zeroed, best_epoch=row["epoch"])
-                self.new_best = True
             return None
         best = self.state.get("best_epoch")
         if best is None:  # collapsed from the start: no healthy epoch to go back to, so go on
@@ -608,7 +605,7 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
                           optimizer_states=abp.optimizer_state(),
                           params=ckpt.store_params(model), progress=prog, metrics=metrics,
                           rng=rng)
-                if watch.new_best and batch_in_epoch == 0:  # the best epoch so far, kept
+                if batch_in_epoch == 0 and watch.state.get("best_epoch") == epoch:  # kept
                     with ckpt.atomic_file(os.path.join(out_dir, BEST)) as tmp:
                         shutil.copyfile(path, tmp)
             except OSError as e:

@@ -41,6 +41,13 @@ class DerivationWarning(UserWarning):
     """The derived graph of a model's density could not be used; it runs through Pyro."""
 
 
+def _one_line(error):
+    """``Type: first line of the message`` (at most 160 characters of it)."""
+    text = str(error).strip()
+    message = text.splitlines()[0] if text else type(error).__name__
+    return f"{type(error).__name__}: {message[:160]}"
+
+
 def _split_args(args, kwargs):
     """``(tensors, rebuild)``: the tensor leaves of the model's arguments, and a function
     putting new tensors of the same structure back."""
@@ -355,9 +362,8 @@ class Dynamics:
                                 (state, randoms, step_size, global_step_size, tensors), model)
             graph_step, refresh = hoist_invariants(graph_step)
         except Exception as e:  # noqa: BLE001 - any tracing failure means: run eagerly
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self._give_up(f"the model's density could not be traced into a graph "
-                          f"({type(e).__name__}: {message[:160]})")
+                          f"({_one_line(e)})")
             return
         if not self._validate(graph_init, graph_step, state, randoms, step_size,
                               global_step_size, tensors):
@@ -386,10 +392,9 @@ class Dynamics:
                 init(state.position, state.glob, tensors)
                 step(state, randoms, step_size, global_step_size, tensors)
         except Exception as e:  # noqa: BLE001 - any compiler failure means: run the graph
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             warnings.warn(f"ShortRunLangevin(compile=True): the step could not be compiled "
-                          f"({type(e).__name__}: {message[:160]}); running the derived graph "
-                          "uncompiled", DerivationWarning, stacklevel=5)
+                          f"({_one_line(e)}); running the derived graph uncompiled",
+                          DerivationWarning, stacklevel=5)
             return
         self.compile_seconds = time.perf_counter() - tick
         self.graph_init, self.graph_step = init, step
