@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+import pyro_sparsegen as psg
+
 ANALYSES = Path(__file__).resolve().parent.parent / "analyses"
 sys.path.insert(0, str(ANALYSES))
 
@@ -168,6 +170,22 @@ def test_variant_priors_train_every_prior_by_both_routes(results):
     # a Laplace prior has no spike: its codes are far less sparse than the spike-and-slab's
     assert variants["variant_laplace_class"]["inactive_fraction"] < \
         variants["variant_annealed_class"]["inactive_fraction"]
+
+
+def test_the_learned_prior_learns_its_weights_by_both_routes(results):
+    # the weights themselves: after three tiny epochs they move too little to show in the
+    # table's numbers, so those alone would pass a function route that never learns them
+    variants = results["meta"]["variants"]
+    cls = psg.checkpoint.load(os.path.join(variants["variant_learned_class"]["folder"],
+                                           "checkpoint.h5"))
+    fn = psg.checkpoint.load(os.path.join(variants["variant_learned_function"]["folder"],
+                                          "checkpoint.h5"))
+    learned_cls = torch.sigmoid(torch.as_tensor(cls.model_state["slab_logit"]))
+    learned_fn = torch.sigmoid(torch.as_tensor(fn.params["slab_weight"][0]))  # unit interval
+    schedule = psg.TrainConfig.from_dict(fn.config).build_schedule(iterations_per_epoch=1)
+    start = schedule(schedule.end).slab_weight  # where both routes start their weights
+    assert (learned_cls - start).abs().max() > 0.01  # learned, not left at the start
+    torch.testing.assert_close(learned_fn, learned_cls, atol=1e-4, rtol=0)
 
 
 def test_transfer_trains_the_default_at_every_embedded_size(results, tiny_run):
