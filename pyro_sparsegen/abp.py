@@ -15,7 +15,8 @@ from pyro import poutine
 from pyro.optim import PyroOptim
 
 from . import schedules
-from .infer.target import base_distribution
+from .distributions import base_distribution
+from .runtime import forked_rng
 
 
 class TrainingError(RuntimeError):
@@ -138,7 +139,7 @@ class ABP:
 
     # -- the pieces of a step --
     def _target(self, args, kwargs):
-        return self.kernel._target(args, kwargs)
+        return self.kernel.target(args, kwargs)
 
     def _loss(self, target, values, args, kwargs):
         """``(loss, params, reconstruction)``: the scaled negative log joint per datum at
@@ -152,7 +153,7 @@ class ABP:
         params = self._collect(capture.trace)
         reconstruction = {}
         for msg in msgs:
-            if msg["is_observed"] and target._in_chain_plate(msg):
+            if msg["is_observed"] and target.in_chain_plate(msg):
                 try:
                     mean = msg["fn"].mean
                 except NotImplementedError:
@@ -264,9 +265,8 @@ class ABP:
     def parameters(self, *args, **kwargs):
         """``{name: unconstrained parameter}`` the model registers when called with these
         arguments (runs the model once, under a forked RNG)."""
-        from .infer.target import _forked_rng
 
-        with _forked_rng(self.model, args, kwargs), pyro.validation_enabled(False), \
+        with forked_rng(self.model, args, kwargs), pyro.validation_enabled(False), \
                 torch.no_grad(), poutine.trace(param_only=True) as capture:
             self.model(*args, **kwargs)
         return self._collect(capture.trace)

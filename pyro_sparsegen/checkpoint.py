@@ -412,14 +412,14 @@ class Checkpoint:
             return
         import pyro
 
-        from .infer.target import _forked_rng
+        from .runtime import forked_rng
 
         name = os.path.basename(self.path)
         store = pyro.get_param_store()
         for key in self.params:  # stale entries of these names would shadow the new model's
             if key in store:
                 del store[key]
-        with _forked_rng(model), pyro.validation_enabled(False), torch.no_grad():
+        with forked_rng(model), pyro.validation_enabled(False), torch.no_grad():
             model(None, num_images=1)
         current = dict(store.named_parameters())
         for key, (value, constraint) in self.params.items():

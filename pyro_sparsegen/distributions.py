@@ -229,3 +229,10 @@ class SpikeAndSlab(TorchDistribution):
     def component_scales(self):
         """``(spike scale, slab scale)`` broadcast to the batch shape."""
         return self.spike_scale, self.slab_scale
+
+
+def base_distribution(fn):
+    """The innermost distribution under ``Independent`` / ``Expanded`` / ``Masked`` wrappers."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn

@@ -11,7 +11,8 @@ from pyro.nn import PyroModule
 from torch.distributions import constraints
 
 from . import schedules as schedules_
-from .distributions import SpikeAndSlab, isotropic_normal_log_prob
+from .distributions import SpikeAndSlab, base_distribution, isotropic_normal_log_prob
+from .runtime import forked_rng
 
 LIKELIHOODS = ("normal", "bernoulli")
 PRIORS = ("annealed", "learned", "hierarchical")
@@ -369,10 +370,9 @@ class FunctionModel:
         return self.fn(*args, **kwargs)
 
     def _trace(self, num_images, latents=None):
-        from .infer.target import _forked_rng
 
         model = self.fn if latents is None else pyro.poutine.condition(self.fn, data=latents)
-        with _forked_rng(latents), pyro.validation_enabled(False):
+        with forked_rng(latents), pyro.validation_enabled(False):
             return pyro.poutine.trace(model).get_trace(None, num_images=num_images)
 
     def _site(self, trace, name, role):
@@ -413,7 +413,6 @@ class FunctionModel:
     def inclusion_probability(self, z):
         """The code site's prior inclusion probability at ``z`` (raises
         ``NotImplementedError`` for priors without one)."""
-        from .infer.target import base_distribution
 
         site = self._site(self._trace(z.shape[0], {self.code_site: z}), self.code_site, "code")
         fn = base_distribution(site["fn"])

@@ -195,7 +195,7 @@ class Encoder:
             return z
         latents = self.kernel.infer(x)
         if self.sparsify:
-            latents = sparsified(self.model, self.kernel._target((x,), {}), latents, (x,), {})
+            latents = sparsified(self.model, self.kernel.target((x,), {}), latents, (x,), {})
         self.last_latents = {k: v.detach() for k, v in latents.items()}
         self.last_run = self.kernel.last_run
         return self.last_latents[getattr(self.model, "code_site", "z")]
@@ -260,7 +260,7 @@ def evaluate(model, data, encoder, *, threshold=0.2, batch_size=100, limit=None,
             sums["zeroed_mse_inclusion"] = sums["inactive_fraction_inclusion"] = float("nan")
         latents = getattr(encoder, "last_latents", None) or {"z": z}
         with torch.no_grad():
-            local, shared, _, _ = kernel._target((x,), {}).terms(latents, (x,), {})
+            local, shared, _, _ = kernel.target((x,), {}).terms(latents, (x,), {})
         sums["log_joint"] += (local.sum() + shared.sum()).item()
         count += x.shape[0]
     return {k: v / max(count, 1) for k, v in sums.items()}

@@ -269,7 +269,7 @@ def test_building_the_kernel_target_leaves_the_rng_alone():
     kernel = make_kernel(model, tiny_config())
     x = torch.rand(2, 1, 4, 4)
     before = torch.get_rng_state()
-    kernel._target((x,), {})  # builds the target: traces the model
+    kernel.target((x,), {})  # builds the target: traces the model
     assert torch.equal(before, torch.get_rng_state())
 
 

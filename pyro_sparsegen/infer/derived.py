@@ -31,7 +31,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
 from .core import langevin_init, langevin_step
-from .target import _forked_rng
+from ..runtime import forked_rng
 
 CHECK_FIRST, CHECK_EVERY = 3, 8
 COMPILE_AFTER = 3  # runs of a target before compile=True compiles it (one-off shapes stay)
@@ -123,7 +123,7 @@ def derive(fn, example_inputs, model=None):
     def traced(*inputs):  # a plain function (make_fx reads the signature of methods wrongly)
         return fn(*inputs)
 
-    with _forked_rng(example_inputs, model), pyro.validation_enabled(False):
+    with forked_rng(example_inputs, model), pyro.validation_enabled(False):
         gm = make_fx(traced)(*example_inputs)
     _drop_detach(gm.graph)
     _drop_identities(gm.graph)
@@ -404,7 +404,7 @@ class Dynamics:
                   tensors):
         """The graph against the trace at two random points and for one transition."""
         model = getattr(self.target, "model", None)
-        with _forked_rng(state.position, model), torch.no_grad():
+        with forked_rng(state.position, model), torch.no_grad():
             torch.manual_seed(0)
             for _ in range(2):
                 position = state.position + torch.randn_like(state.position)

@@ -200,7 +200,11 @@ class ShortRunLangevin(MCMCKernel):
         self._host = None
 
     # -- targets and their dynamics --
-    def _target(self, args, kwargs, replicas=0):
+    def target(self, args=(), kwargs=None, replicas=0):
+        """The target (the model as the core's density) for these model arguments: built once per
+        argument signature (shapes, dtypes, devices) and cached; ``replicas`` > 0 adds a leading
+        replica dim of that size."""
+        kwargs = {} if kwargs is None else kwargs
         if self.potential_fn is not None:
             if replicas:
                 raise ValueError("replica chains need a model, not a potential_fn")
@@ -296,14 +300,14 @@ class ShortRunLangevin(MCMCKernel):
         """``(log density, log-likelihood)`` per chain (``[*R, N]``) at constrained
         ``latents`` (``{site: value}``, with an optional leading replica dim on every site),
         as the kernel sees them (Jacobians included)."""
-        target = self._target(args, kwargs)
+        target = self.target(args, kwargs)
         first = target.sites[0] if hasattr(target, "sites") else None
         replicas = 0
         if first is not None:
             value = latents[first.name]
             replicas = value.shape[0] if value.dim() > len(first.shape) else 0
             if replicas:
-                target = self._target(args, kwargs, replicas)
+                target = self.target(args, kwargs, replicas)
         free = target.unconstrain(latents) if hasattr(target, "unconstrain") else latents
         position, glob = target.pack_free(free, replicas=replicas)
         d = target.density(position, glob, args, kwargs)
@@ -322,7 +326,7 @@ class ShortRunLangevin(MCMCKernel):
             statistics of the run are in :attr:`last_run` (:class:`RunStats`).
         """
         replicas = 0 if num_chains is None else _check_int("num_chains", num_chains, 1)
-        target = self._target(args, kwargs, replicas)
+        target = self.target(args, kwargs, replicas)
         dyn = self.dynamics(target, args, kwargs)
         position, glob = self._start(target, self.init or "zeros", args, kwargs)
         state, mismatch = dyn.begin(position, glob)
@@ -366,7 +370,7 @@ class ShortRunLangevin(MCMCKernel):
         thin = _check_int("thin", thin, 1)
         warmup_steps = self.num_steps if warmup_steps is None else \
             _check_int("warmup_steps", warmup_steps, 0)
-        target = self._target(args, kwargs, num_chains)
+        target = self.target(args, kwargs, num_chains)
         dyn = self.dynamics(target, args, kwargs)
         if initial is None:
             position, glob = self._start(target, self.init or "prior", args, kwargs)
@@ -433,7 +437,7 @@ class ShortRunLangevin(MCMCKernel):
     def setup(self, warmup_steps, *args, **kwargs):
         self._reset()
         self._warmup_steps = warmup_steps
-        target = self._target(args, kwargs)
+        target = self.target(args, kwargs)
         dyn = self.dynamics(target, args, kwargs)
         self.transforms = target.transforms
         self._mcmc = (target, dyn)

@@ -27,7 +27,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 
-from ..distributions import isotropic_normal_log_prob
+from ..distributions import base_distribution, isotropic_normal_log_prob
+from ..runtime import forked_rng
 from .core import Density
 
 _NORMALS = (torch.distributions.Normal, pyro.distributions.Normal)
@@ -55,13 +56,6 @@ def _is_identity(transform):
         transform = transform.base_transform
     return isinstance(transform, torch.distributions.transforms.ComposeTransform) and \
         not transform.parts
-
-
-def base_distribution(fn):
-    """The innermost distribution under ``Independent`` / ``Expanded`` / ``Masked`` wrappers."""
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return fn
 
 
 def is_scale_mixture(fn):
@@ -153,7 +147,7 @@ class ModelTarget:
     def __init__(self, model, args, kwargs, chain_plate=None, replicas=0):
         self.model, self.args, self.kwargs = model, args, kwargs
         self.replicas = int(replicas)
-        with _forked_rng(model, args, kwargs):
+        with forked_rng(model, args, kwargs):
             trace = poutine.trace(model).get_trace(*args, **kwargs)
         latent, observed = [], []
         for site in trace.nodes.values():
@@ -306,7 +300,8 @@ class ModelTarget:
                 out = out.unsqueeze(-1)
         return out if out.shape == shape else out.expand(shape)
 
-    def _in_chain_plate(self, msg):
+    def in_chain_plate(self, msg):
+        """Whether a site message belongs to the chain plate (its terms are per chain)."""
         if self.plate is None:
             return True
         if msg["name"] in self._local_names:
@@ -328,7 +323,7 @@ class ModelTarget:
             term = _log_prob(msg)
             if jacobians is not None and msg["name"] in jacobians:
                 term = term + jacobians[msg["name"]]
-            in_plate = self._in_chain_plate(msg)
+            in_plate = self.in_chain_plate(msg)
             part = self._per_chain(term, in_plate)
             if in_plate:
                 local = add(local, part)
@@ -438,34 +433,6 @@ def _replicated(replicas, dim):
         yield
 
 
-def _cuda_devices(*trees):
-    """Indices of the CUDA devices the tensors (and modules' parameters) in ``trees`` and the
-    default device use."""
-    devices = {torch.get_default_device()}
-
-    def visit(value):
-        if isinstance(value, torch.Tensor):
-            devices.add(value.device)
-        elif isinstance(value, torch.nn.Module):
-            devices.update(p.device for p in value.parameters())
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                visit(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-
-    for tree in trees:
-        visit(tree)
-    return sorted({torch.cuda.current_device() if d.index is None else d.index
-                   for d in devices if d.type == "cuda"})
-
-
-def _forked_rng(*trees):
-    """Run a block without consuming the global RNG (CPU and the CUDA devices in use)."""
-    return torch.random.fork_rng(devices=_cuda_devices(*trees))
-
-
 def _check_continuous(site):
     name, fn = site["name"], site["fn"]
     if site["infer"].get("enumerate") or fn.support.is_discrete:
@@ -496,7 +463,7 @@ def _dependencies(model, args, kwargs, latent):
     leaves = {s["name"]: s["value"].detach().clone().requires_grad_(
         s["value"].is_floating_point()) for s in latent}
     names = list(leaves)
-    with _forked_rng(model, args, kwargs), torch.enable_grad(), pyro.validation_enabled(False):
+    with forked_rng(model, args, kwargs), torch.enable_grad(), pyro.validation_enabled(False):
         with _Evaluate(leaves) as ev:
             model(*args, **kwargs)
         inputs = [leaves[n] for n in names]
