@@ -4,20 +4,17 @@ Written atomically: a temporary file in the same folder, flushed and fsynced, th
 ``os.replace``d over the previous checkpoint, so an interrupted write never damages it.
 """
 
-import contextlib
-import hashlib
 import importlib
 import json
 import os
 import random
-import re
-import secrets
-import socket
 import time
 
 import h5py
 import numpy as np
 import torch
+
+from .files import atomic_file, remove_stale_temporaries  # noqa: F401  (re-exported)
 
 FORMAT = "pyro_sparsegen.checkpoint"
 FORMAT_VERSION = 2  # 2: per-parameter optimiser states, param-store parameters, model factories
@@ -141,80 +138,6 @@ def restore_rng(states):
     """Set every stream saved in ``states`` (from :func:`rng_states`)."""
     for name, state in states.items():
         RNG_RESTORERS[name](state)
-
-
-# -- atomic files --
-_TEMPORARY = re.compile(r"\.tmp-(\d+)-([0-9a-f]{8})-[0-9a-f]+")
-
-
-def _host_tag():
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder):
-    """Remove the temporaries of :func:`atomic_file` in ``folder`` whose writer (a process on
-    this host, named in the file name) is gone; a live writer's are left alone."""
-    host, me = _host_tag(), os.getpid()
-    with contextlib.suppress(OSError):
-        for name in os.listdir(folder):
-            match = _TEMPORARY.match(name)
-            if match and match[2] == host and int(match[1]) != me and not _alive(int(match[1])):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(folder, name))
-
-
-def _new_temporary(folder, suffix):
-    """Create an empty ``.tmp-<pid>-<host>-<random><suffix>`` in ``folder``, mode
-    ``0o666 & ~umask`` like any file the user creates (``mkstemp`` would make it 0600)."""
-    prefix = f".tmp-{os.getpid()}-{_host_tag()}-"
-    while True:
-        tmp = os.path.join(folder, prefix + secrets.token_hex(6) + suffix)
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-
-
-@contextlib.contextmanager
-def atomic_file(path, suffix=None):
-    """Yield a temporary path in ``path``'s folder to write (text or binary, any way); when the
-    block ends without error the file is fsynced and renamed over ``path`` (and the folder
-    fsynced), else removed. Every writer of the package goes through here.
-
-    The temporary is named ``.tmp-<pid>-<host>-<random><suffix>`` (``suffix``: default
-    ``path``'s extension); temporaries of writers on this host that died mid-write are removed
-    first, a live (concurrent) writer's never.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    remove_stale_temporaries(folder)
-    tmp = _new_temporary(folder, os.path.splitext(path)[1] if suffix is None else suffix)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # -- the file --

@@ -10,6 +10,18 @@ from torch.distributions.utils import broadcast_all
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
+ACTIVE_THRESHOLD = 0.2
+"""A code coordinate is *active* by magnitude when ``|z_j| > ACTIVE_THRESHOLD`` (the authors'
+threshold); every default ``threshold=`` of the package is this constant."""
+INCLUSION_CUTOFF = 0.5
+"""A coordinate is *included* (its slab gate on) when its inclusion probability is
+``>= INCLUSION_CUTOFF``; sparsifying keeps exactly these coordinates."""
+
+
+def is_included(probability):
+    """The inclusion decision for inclusion probabilities (a NaN is never included)."""
+    return probability >= INCLUSION_CUTOFF
+
 
 def _check_number(name, value, low, high, *, closed_low):
     """Validate a Python-number parameter without touching a device."""

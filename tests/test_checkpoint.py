@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_training import run, tiny_config
 
-from pyro_sparsegen import SparseGenerator, checkpoint, save_codes
+from pyro_sparsegen import SparseGenerator, checkpoint, files, save_codes
 from pyro_sparsegen.checkpoint import CheckpointError
 from pyro_sparsegen.cli import main
 from pyro_sparsegen.networks import MLPGenerator
@@ -40,7 +40,7 @@ def mode(path):
 
 def temporary_of(pid, folder, suffix=".h5"):
     """A temporary named as :func:`checkpoint.atomic_file` names those of process ``pid``."""
-    path = folder / f".tmp-{pid}-{checkpoint._host_tag()}-0123abcd{suffix}"
+    path = folder / f".tmp-{pid}-{files.host_tag()}-0123abcd{suffix}"
     path.write_bytes(b"half written")
     return path
 
