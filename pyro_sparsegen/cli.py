@@ -12,11 +12,14 @@ EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class UsageError(ValueError):
-    pass
+    """A command line the parser (or a check of its values) refuses."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors are one line: it raises :class:`UsageError` instead
+    of printing the usage block and exiting (the caller prints the line)."""
+
+    def error(self, message):
         raise UsageError(message)
 
 
@@ -33,10 +36,10 @@ def _add_common(p):
 
 
 def build_parser():
-    parser = _Parser(prog="pyro-sparsegen", description="Sparse latent generator models "
+    parser = ArgumentParser(prog="pyro-sparsegen", description="Sparse latent generator models "
                      "(spike-and-slab prior, short-run Langevin): train, encode, sample, "
                      "reconstruct, analyze.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     t = sub.add_parser("train", help="train a sparse generator (alternating back-propagation)")
     t.add_argument("--data", help="data spec (default mnist5k): mnist5k, digits, idx:DIR, "
