@@ -24,17 +24,17 @@ from .schedules import Annealed
 from . import training
 from .training import Encoder, evaluate, load_run, make_encoder, train
 
+from . import baselines, evaluation
+
 # the names of the next layout (the run-layer rebuild makes the old ones deprecated aliases)
 CodeInference, make_inference, infer_codes = Encoder, make_encoder, encode_dataset
 
-from . import baselines, evaluation
-
 __all__ = [
-    "ABP", "Annealed", "CheckpointError", "ConfigError", "ConvGenerator", "DataError",
-    "CodeInference", "Encoder", "FunctionModel", "ImageData", "LangevinInfo", "LangevinState", "MLPGenerator",
-    "ShortRunLangevin", "SparseGenerator", "SpikeAndSlab", "StepResult", "TrainConfig",
-    "TrainingError", "baselines", "checkpoint", "diagnostics", "encode_dataset", "evaluate",
-    "evaluation", "infer", "langevin_init", "langevin_step", "likelihood_scale", "load_codes",
-    "infer_codes", "load_data", "load_run", "make_encoder", "make_inference", "plots", "save_codes", "schedules", "train",
-    "training",
+    "ABP", "Annealed", "CheckpointError", "CodeInference", "ConfigError", "ConvGenerator",
+    "DataError", "Encoder", "FunctionModel", "ImageData", "LangevinInfo", "LangevinState",
+    "MLPGenerator", "ShortRunLangevin", "SparseGenerator", "SpikeAndSlab", "StepResult",
+    "TrainConfig", "TrainingError", "baselines", "checkpoint", "diagnostics", "encode_dataset",
+    "evaluate", "evaluation", "infer", "infer_codes", "langevin_init", "langevin_step",
+    "likelihood_scale", "load_codes", "load_data", "load_run", "make_encoder",
+    "make_inference", "plots", "save_codes", "schedules", "train", "training",
 ]
