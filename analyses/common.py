@@ -13,7 +13,7 @@ Model keys:
 - ``sparse_w<W>``: the same with ``prior.final_slab_weight = W`` (the sparsity sweep);
 - ``dense_abp``: classic ABP (N(0, 1) prior) at the sparse model's settings and latent size;
 - ``dense_matched``: the same with latent size = the sparse model's mean number of active
-  coordinates on its *training* codes (``|z| > 0.2``), at least 1;
+  coordinates on its *training* codes (``|z| >`` the config's threshold, 0.2), at least 1;
 - ``dense_d<D>``: dense ABP with latent size D (the sparsity frontier);
 - ``beta_vae``, ``vsc``: :func:`pyro_sparsegen.baselines.train_baseline` with the baselines'
   own recommended training (:func:`pyro_sparsegen.baselines.recommended`).
@@ -40,8 +40,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pyro_sparsegen as psg  # noqa: E402
-from pyro_sparsegen import baselines  # noqa: E402
+from pyro_sparsegen import baselines, cli, files, plots  # noqa: E402
 from pyro_sparsegen import evaluation as ev  # noqa: E402
+from pyro_sparsegen.diagnostics import format_number, markdown_table  # noqa: E402
+from pyro_sparsegen.distributions import ACTIVE_THRESHOLD  # noqa: E402, F401 (the scripts')
+from pyro_sparsegen.errors import first_line  # noqa: E402
 from pyro_sparsegen.training import resolve_device  # noqa: E402
 
 MODEL_KEYS = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
@@ -95,13 +98,6 @@ def label(key):
 # Arguments
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments: one line on stderr and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 @dataclasses.dataclass
 class Settings:
     data: str = "mnist5k"
@@ -127,8 +123,10 @@ class Settings:
 
 
 def parser(prog, description):
-    p = _Parser(prog=prog, description=description,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The scripts' shared arguments: a :class:`pyro_sparsegen.cli.ArgumentParser` (a bad
+    command line raises :class:`~pyro_sparsegen.cli.UsageError`, one line)."""
+    p = cli.ArgumentParser(prog=prog, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="mnist5k",
                    help="data spec (mnist5k, digits, idx:DIR, npz:PATH, ...; default mnist5k)")
     p.add_argument("--out", required=True, help="output folder (models go to OUT/models/)")
@@ -150,7 +148,11 @@ def parser(prog, description):
 
 
 def parse_settings(prog, description, argv=None):
-    args = parser(prog, description).parse_args(argv)
+    """The :class:`Settings` of a command line; a bad one: one line on stderr, exit status 2."""
+    try:
+        args = parser(prog, description).parse_args(argv)
+    except cli.UsageError as e:
+        _fail_args(prog, first_line(e))
     if args.seed < 0:
         _fail_args(prog, "--seed must be non-negative")
     if args.seeds is not None and args.seeds < 1:
@@ -215,18 +217,13 @@ def main(script, run, description, argv=None, *, save=True):
             ws.write_text(f"{name}.md", section.markdown(level=1))
             ws.write_json(f"{name}.json", section.results)
     except USER_ERRORS as e:
-        sys.stderr.write(f"{prog}: error: {_one_line(e)}\n")
+        sys.stderr.write(f"{prog}: error: {first_line(e)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
     print(section.markdown(level=1))
     return 0
-
-
-def _one_line(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 USER_ERRORS = (AnalysisError, psg.DataError, psg.ConfigError, psg.CheckpointError,
@@ -257,16 +254,13 @@ class Section:
         return "\n".join(lines)
 
 
+MISSING = "—"  # a number not defined for this model, in the report's tables
+
+
 def fmt(value, digits=3):
-    """A number as table text; ``None`` / NaN (not defined for this model) as an em dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    value = float(value)
-    if not math.isfinite(value):
-        return "—"
-    return f"{value:.{digits}f}"
+    """A number as table text (:func:`pyro_sparsegen.diagnostics.format_number`); ``None`` /
+    NaN (not defined for this model) as an em dash."""
+    return format_number(value, digits, missing=MISSING)
 
 
 def fmt_mean_sd(mean, sd, scale=1.0, digits=1):
@@ -286,11 +280,9 @@ def fmt_comparison(comparison, scale=100.0, digits=1):
 
 
 def md_table(header, rows):
-    """A Markdown table; a ``|`` inside a cell (``|z|``) is escaped."""
-    def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), "|" + "---|" * len(header)] + [line(r) for r in rows])
+    """A Markdown table (:func:`pyro_sparsegen.diagnostics.markdown_table`); a ``|`` inside a
+    cell (``|z|``) is escaped."""
+    return markdown_table(header, rows, missing=MISSING)
 
 
 def finite_or_none(value):
@@ -323,21 +315,9 @@ def sigma_text(sigma):
     return f"{sigma:g}"
 
 
-def figure(width, height):
-    """A matplotlib figure from the object API (no pyplot state, nothing shown)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    fig.clear()
-    return path
+# a matplotlib figure from the object API (no pyplot state, nothing shown), and its atomic
+# write: the package's own
+figure, save_figure = plots.new_figure, plots.save_figure
 
 
 # ------------------------------------------------------------------------------------------
@@ -368,9 +348,7 @@ class Workspace:
         self.mode = settings.options
         self.out = os.path.abspath(settings.out)
         self.device = device_of(settings.device)
-        os.makedirs(self.out, exist_ok=True)
-        if not os.access(self.out, os.W_OK):
-            raise AnalysisError(f"{self.out}: output folder is not writable")
+        files.output_folder(self.out, error=AnalysisError)
         # monitor: what training evaluates after every epoch (metrics.csv), a class-spread
         # subset to keep the per-epoch cost down; the analyses themselves use every test image
         self.train, self.monitor, self.test = self.load_splits(settings.data)
@@ -577,7 +555,7 @@ class Workspace:
             raise AnalysisError(f"{folder}: trained on images {tuple(model.image_shape)}, the "
                                 f"data has {tuple(self.train.image_shape)}")
         model.eval()
-        return Loaded(key, config.seed, model, config, psg.make_encoder(model, config), folder,
+        return Loaded(key, config.seed, model, config, psg.make_inference(model, config), folder,
                       seconds, dict(state.extra))
 
     def _train(self, name, kind, config, options, stopping, folder, model_class=None,
@@ -614,17 +592,18 @@ class Workspace:
                     time.perf_counter() - tick
         return self._cache[cache]
 
-    def encode(self, model, encoder, data):
-        """:func:`pyro_sparsegen.evaluation.encode_codes` of ``data`` with the analysis's
-        threshold, batch size, device and seed (not cached)."""
-        return ev.encode_codes(model, encoder, data, threshold=self.threshold,
-                               batch_size=EVAL_BATCH, device=self.device,
-                               seed=self.settings.seed)
+    def dataset_codes(self, model, encoder, data):
+        """:func:`pyro_sparsegen.evaluation.dataset_codes` of ``data`` with the analysis's
+        threshold, batch size, device and seed (not cached: :meth:`codes` caches a main
+        model's)."""
+        return ev.dataset_codes(model, encoder, data, threshold=self.threshold,
+                                batch_size=EVAL_BATCH, device=self.device,
+                                seed=self.settings.seed)
 
     def codes(self, key, seed, split):
-        """:meth:`encode` of ``split`` ("train" / "test") for model ``key``, cached."""
+        """:meth:`dataset_codes` of ``split`` ("train" / "test") for model ``key``, cached."""
         m = self.model(key, seed)
-        return self.cached(("codes", key, seed, split), lambda: self.encode(
+        return self.cached(("codes", key, seed, split), lambda: self.dataset_codes(
             m.model, m.encoder, self.train if split == "train" else self.test), "encode")
 
     def summary(self, key, seed):
@@ -650,7 +629,7 @@ class Workspace:
             m = self.model(key, seed)
             model = ev.censored(m.model)
             return dataclasses.replace(m, model=model,
-                                       encoder=psg.make_encoder(model, m.config))
+                                       encoder=psg.make_inference(model, m.config))
         return self.cached(("censored model", key, seed), build)
 
     def denoise(self, key, seed=0, *, clip=False, clean=False, censored=False):
@@ -723,14 +702,11 @@ class Workspace:
         return os.path.relpath(path, self.out)
 
     def write_text(self, name, text):
+        """Write ``OUT/name`` atomically (:func:`pyro_sparsegen.files.write_text`); returns
+        its path."""
         path = os.path.join(self.out, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        files.output_folder(os.path.dirname(path), error=AnalysisError)
+        files.write_text(path, text)
         return path
 
     def write_json(self, name, data):

@@ -24,7 +24,7 @@ from common import ev
 
 NAME = "explainability"
 TITLE = "Explainability: per-class activation maps, traversals, class overlap"
-MIN_USAGE = 0.5
+MIN_USAGE = psg.diagnostics.MIN_USAGE  # a class's active set: used by half its images
 TRAVERSAL = np.linspace(-3.0, 3.0, 7)
 TOP_DIMENSIONS = 8
 

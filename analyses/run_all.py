@@ -55,7 +55,7 @@ def run(ws):
         common.merge(merged, section.results)
     ws.timings["total"] = time.perf_counter() - tick
     results = {key: merged.get(key, {}) for key in RESULT_KEYS}
-    checks = targets(results, merged.get("transfer"))
+    checks = targets(results, merged.get("transfer"), threshold=ws.threshold)
     results["meta"] = {
         "settings": {"data": ws.settings.data, "mode": ws.settings.mode,
                      "seed": ws.settings.seed, "seeds": [ws.settings.seed + s for s in ws.seeds],
@@ -155,18 +155,19 @@ def _known(*values):
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def targets(results, transferred=None):
+def targets(results, transferred=None, *, threshold=common.ACTIVE_THRESHOLD):
     """Issue 15's targets for the sparse model: ``[{target, measured, met, rivals}]``, where
     ``met`` is the plain comparison the target states (``None`` when not measurable) and
     ``rivals`` the paired verdicts (``{rival: wins / ties / loses}``); ``transferred`` adds
-    one target per data set of ``transfer.py``."""
+    one target per data set of ``transfer.py``; ``threshold``: the analysis's (|z| above it
+    is active)."""
     sparse, out = results["sparse"], []
 
     def add(target, measured, met, rivals=None):
         out.append({"target": target, "measured": measured, "met": met, "rivals": rivals})
 
     inactive = sparse.get("inactive_fraction")
-    add("inactive fraction (|z| ≤ 0.2) ≥ 0.85", common.fmt(inactive, 3),
+    add(f"inactive fraction (|z| ≤ {threshold:g}) ≥ 0.85", common.fmt(inactive, 3),
         inactive >= 0.85 if _known(inactive) else None)
     zeroed, dense = sparse.get("zeroed_mse"), results["dense_abp"].get("test_mse")
     ratio = zeroed / dense if _known(zeroed, dense) and dense > 0 else None

@@ -51,7 +51,7 @@ def trained(ws, name, config, data):
     folder, seconds = ws.trained_folder(name, "abp", config, data=data[:2])
     model, config, _ = psg.load_run(folder, device=ws.device)
     model.eval()
-    return model, psg.make_encoder(model, config), seconds
+    return model, psg.make_inference(model, config), seconds
 
 
 def decoded(model, z):
@@ -65,7 +65,7 @@ def one_dataset(ws, label, spec, size, epochs):
     train, _, test = data
     config = config_of(ws, spec, size, epochs)
     sparse, sparse_encoder, _ = trained(ws, f"transfer_{label}_sparse", config, data)
-    train_codes = ws.encode(sparse, sparse_encoder, train)
+    train_codes = ws.dataset_codes(sparse, sparse_encoder, train)
     matched = max(1, int(round(ev.sparsity_summary(train_codes)["mean_active"])))
     dense_config = baselines.dense_config(config, matched)
     dense, dense_encoder, _ = trained(ws, f"transfer_{label}_dense_d{matched}", dense_config,
@@ -77,7 +77,7 @@ def one_dataset(ws, label, spec, size, epochs):
         model, encoder, _ = trained(ws, f"transfer_{label}_v1", v1, data)
         runs.append(("v1", model, encoder))
     for key, model, encoder in runs:
-        codes[key] = ws.encode(model, encoder, test)
+        codes[key] = ws.dataset_codes(model, encoder, test)
         entries[key] = ev.sparsity_summary(codes[key])
     shown = ws.spread(test, min(SHOWN, len(test)))
     rows = [test.images()[shown],

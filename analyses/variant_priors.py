@@ -81,7 +81,7 @@ def evaluate(ws, prior, route):
     """The table's numbers of one variant (its function model is evaluated before the next
     one is loaded: function models share Pyro's param store)."""
     m = load(ws, prior, route)
-    codes = ws.encode(m.model, m.encoder, ws.test)
+    codes = ws.dataset_codes(m.model, m.encoder, ws.test)
     summary = ev.sparsity_summary(codes)
     images, z = prior_draws(ws, m, len(ws.test))
     path = psg.plots.plot_image_grid(

@@ -1,7 +1,8 @@
 """Figures for training and for the posterior analysis, written to PNG files.
 
-Every function takes data and an output path, writes the PNG, and returns the path. Figures
-are built with :class:`matplotlib.figure.Figure` directly (the Agg canvas), never through
+Every function takes data and an output path, writes the PNG atomically
+(:func:`save_figure`), and returns the path. Figures are built with
+:class:`matplotlib.figure.Figure` directly (the Agg canvas, :func:`new_figure`), never through
 ``pyplot``'s global figure registry: nothing is shown, nothing stays open, and the caller's
 backend is left alone. ArviZ's plots draw into axes handed to them.
 """
@@ -19,21 +20,32 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from . import files
+from .distributions import ACTIVE_THRESHOLD
+
 DPI = 100
 
 
-def _figure(width, height):
+def new_figure(width, height):
+    """A :class:`matplotlib.figure.Figure` of ``width x height`` inches on its own Agg canvas
+    (no pyplot state, nothing shown)."""
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` atomically (:func:`pyro_sparsegen.files.atomic_file`; the
+    format from the extension, PNG without one; the folder created), clear it and return
+    ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(path)
     if folder:
-        os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        files.output_folder(folder)
+    extension = os.path.splitext(path)[1][1:].lower()
+    # the format named, never guessed from the temporary's name
+    with files.atomic_file(path) as tmp:
+        fig.savefig(tmp, format=extension or "png", dpi=DPI, bbox_inches="tight")
     fig.clear()
     return path
 
@@ -65,7 +77,7 @@ def _array(values):
 def plot_code_usage(usage, path, *, title=None):
     """Bar chart of the fraction of images using each latent dimension (``usage: [latent]``)."""
     usage = _array(usage).ravel()
-    fig = _figure(max(6.0, min(0.08 * usage.size + 2, 16.0)), 3.2)
+    fig = new_figure(max(6.0, min(0.08 * usage.size + 2, 16.0)), 3.2)
     ax = fig.subplots()
     ax.bar(np.arange(usage.size), usage, width=0.85, color="tab:blue")
     ax.set_xlim(-0.7, usage.size - 0.3)
@@ -73,7 +85,7 @@ def plot_code_usage(usage, path, *, title=None):
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("fraction of images using it")
     ax.set_title(title or "Code usage")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _PANELS = (
@@ -115,12 +127,12 @@ def plot_training_curves(metrics, path):
         lines = [line for line in lines if line[1].size]
         if lines:
             panels.append((title, lines, scale))
-    fig = _figure(4.2 * max(len(panels), 1), 3.4)
+    fig = new_figure(4.2 * max(len(panels), 1), 3.4)
     if not panels:
         ax = fig.subplots()
         ax.text(0.5, 0.5, "no metrics yet", ha="center", va="center")
         ax.set_axis_off()
-        return _save(fig, path)
+        return save_figure(fig, path)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (title, lines, scale) in zip(axes, panels):
         for key, x, y in lines:
@@ -133,7 +145,7 @@ def plot_training_curves(metrics, path):
         ax.set_xlabel("iteration")
         ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _mosaic(images, n):
@@ -159,7 +171,7 @@ def plot_image_grid(rows, path, *, titles=None):
     n = max(r.shape[0] for r in rows)
     h, w = rows[0].shape[2:]
     width = min(0.6 * n * max(w / h, 0.5) + 0.5, 20.0)
-    fig = _figure(width, (width - 0.5) / n * h / w * len(rows) + 0.4 * len(rows))
+    fig = new_figure(width, (width - 0.5) / n * h / w * len(rows) + 0.4 * len(rows))
     axes = np.atleast_1d(fig.subplots(len(rows), 1))
     for i, (ax, r) in enumerate(zip(axes, rows)):
         strip = np.clip(_mosaic(r, n), 0.0, 1.0)
@@ -172,7 +184,7 @@ def plot_image_grid(rows, path, *, titles=None):
         if titles is not None:
             ax.set_title(titles[i], fontsize="small", loc="left")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,7 +199,7 @@ def plot_class_usage(usage, path, *, classes=None, title=None):
         usage = usage.transpose("class", "latent").values
     usage = _array(usage)
     classes = np.arange(usage.shape[0]) if classes is None else np.asarray(classes)
-    fig = _figure(max(6.0, min(0.08 * usage.shape[1] + 2.5, 16.0)),
+    fig = new_figure(max(6.0, min(0.08 * usage.shape[1] + 2.5, 16.0)),
                   max(2.5, 0.3 * usage.shape[0] + 1.2))
     ax = fig.subplots()
     im = ax.imshow(usage, aspect="auto", cmap="viridis", vmin=0, vmax=1,
@@ -197,7 +209,7 @@ def plot_class_usage(usage, path, *, classes=None, title=None):
     ax.set_ylabel("class")
     ax.set_title(title or "Per-class code usage (fraction of the class's images)")
     fig.colorbar(im, ax=ax, fraction=0.03)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sparsity_histogram(sparsity, path, *, bins=30):
@@ -210,7 +222,7 @@ def plot_sparsity_histogram(sparsity, path, *, bins=30):
                   if name.startswith("inactive_") and not name.endswith("_hdi")}
     else:
         series = {k: _array(v) for k, v in dict(sparsity).items()}
-    fig = _figure(6.0, 3.6)
+    fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
     edges = np.linspace(0.0, 1.0, bins + 1)
     for label, values in series.items():
@@ -220,7 +232,7 @@ def plot_sparsity_histogram(sparsity, path, *, bins=30):
     ax.set_title("Per-image sparsity")
     if series:
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _select(latents, images):
@@ -233,7 +245,7 @@ def plot_rank(idata, path, *, latents, images, var_name="z"):
     n = len(coords["latent"]) * len(coords["image"])
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = _figure(3.6 * cols, 2.6 * rows)
+    fig = new_figure(3.6 * cols, 2.6 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     with _quiet_arviz():
         az.plot_rank(idata, var_names=[var_name], coords=coords, ax=axes[:n],
@@ -241,20 +253,20 @@ def plot_rank(idata, path, *, latents, images, var_name="z"):
     for ax in axes[n:]:
         ax.set_axis_off()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trace(idata, path, *, latents, images, var_name="z"):
     """ArviZ trace plots (density and trace per chain) for the chosen coordinates."""
     coords = _select(latents, images)
     n = len(coords["latent"]) * len(coords["image"])
-    fig = _figure(10.0, 2.0 * n)
+    fig = new_figure(10.0, 2.0 * n)
     axes = fig.subplots(n, 2, squeeze=False)
     with _quiet_arviz():
         az.plot_trace(idata, var_names=[var_name], coords=coords, axes=axes, compact=False,
                       labeller=az.labels.DimCoordLabeller())
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def multimodal_hdi(draws, hdi_prob=0.94):
@@ -265,13 +277,13 @@ def multimodal_hdi(draws, hdi_prob=0.94):
     return intervals[np.isfinite(intervals).all(1)]
 
 
-def plot_spike_slab(idata, path, *, image, latent, hdi_prob=0.94, threshold=0.2,
+def plot_spike_slab(idata, path, *, image, latent, hdi_prob=0.94, threshold=ACTIVE_THRESHOLD,
                     var_name="z"):
     """The posterior of one coordinate: histogram and KDE of its draws with the multimodal
     HDI (``az.hdi(..., multimodal=True)``) separating spike and slab, and the threshold band."""
     draws = idata.posterior[var_name].sel(image=image, latent=latent).values.ravel()
     intervals = multimodal_hdi(draws, hdi_prob)
-    fig = _figure(6.5, 3.8)
+    fig = new_figure(6.5, 3.8)
     ax = fig.subplots()
     ax.axvspan(-threshold, threshold, color="0.9", label=f"|z| <= {threshold}")
     ax.hist(draws, bins=60, density=True, color="tab:blue", alpha=0.5, label="draws")
@@ -289,7 +301,7 @@ def plot_spike_slab(idata, path, *, image, latent, hdi_prob=0.94, threshold=0.2,
     ax.set_xlabel("z")
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rhat(rhat, path, *, bins=40):
@@ -297,7 +309,7 @@ def plot_rhat(rhat, path, *, bins=40):
     1.01 and 1.1 marks."""
     values = _array(rhat).ravel()
     values = values[np.isfinite(values)]
-    fig = _figure(6.0, 3.6)
+    fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
     if values.size:
         ax.hist(values, bins=bins, color="tab:purple", alpha=0.8)
@@ -308,4 +320,4 @@ def plot_rhat(rhat, path, *, bins=40):
     frac = float((values > 1.01).mean()) if values.size else float("nan")
     ax.set_title(f"R-hat of {values.size} scalars; {frac:.1%} above 1.01")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)

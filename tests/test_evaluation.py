@@ -116,7 +116,7 @@ def test_denoise_accuracy_of_a_trained_model(tmp_path):
         "optim": {"epochs": 3, "batch_size": 25}, "device": "cpu"})
     model = psg.train(config, tmp_path, train_data=train, test_data=test, progress=False,
                       figures=False).model.eval()
-    encoder = psg.make_encoder(model, config)
+    encoder = psg.make_inference(model, config)
     kwargs = dict(classifier=pixel_classifier(), sigmas=(0.5,), repeats=2)
     accuracy = ev.denoise_accuracy(model, encoder, train, test, **kwargs)
     again = ev.denoise_accuracy(model, encoder, train, test, **kwargs)
@@ -158,7 +158,7 @@ def test_zeroed_mse_and_sparsity_by_hand(float64):
     data = psg.ImageData.from_arrays(images.clamp(0, 1).numpy(), np.array([0, 1]))
     x = data.images().double()
     model = Linear(weight)
-    codes = ev.encode_codes(model, lambda batch: z[:len(batch)], data)
+    codes = ev.dataset_codes(model, lambda batch: z[:len(batch)], data)
     summary = ev.sparsity_summary(codes)
     assert summary["zeroed_mse"] == pytest.approx(((zeroed @ weight.T - x.flatten(1)) ** 2)
                                                   .mean().item(), rel=1e-12)
@@ -361,8 +361,8 @@ def test_censored_model_infers_against_the_clipping():
     assert type(model).likelihood is psg.SparseGenerator.likelihood  # the original is intact
     config = psg.TrainConfig.from_dict({"network": {"latent_dim": 4},
                                         "langevin": {"sparsify": False, "step_size": 0.3}})
-    a = psg.make_encoder(clipped, config)(x)
-    b = psg.make_encoder(model, config)(x)
+    a = psg.make_inference(clipped, config)(x)
+    b = psg.make_inference(model, config)(x)
     assert not torch.allclose(a, b)  # the kernel sees the censored likelihood
     import pyro.poutine as poutine
 
@@ -370,3 +370,17 @@ def test_censored_model_infers_against_the_clipping():
     assert isinstance(site["fn"], ev.CensoredNormal)
     with pytest.raises(ValueError, match="ABP model"):
         ev.censored(psg.baselines.BetaVAE(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,))))
+
+
+def test_the_earlier_names_are_aliases_of_the_new_ones():
+    assert ev.encode is ev.images_to_codes
+    assert ev.encode_codes is ev.dataset_codes
+    assert ev.THRESHOLD == psg.distributions.ACTIVE_THRESHOLD
+
+
+def test_inclusion_decisions_are_trainings():
+    # an inclusion probability of exactly 0.5 is included, as training's masks decide
+    codes = {"active": np.ones((1, 4), dtype=bool), "mse": np.zeros(1),
+             "zeroed_mse": np.zeros(1),
+             "inclusion_probability": np.array([[0.5, 0.49, 0.9, 0.1]])}
+    assert ev.sparsity_summary(codes)["inactive_fraction_inclusion"] == 0.5

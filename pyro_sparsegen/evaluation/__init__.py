@@ -1,19 +1,20 @@
 """The paper's evaluation protocols, as functions of any trained model.
 
-Every protocol takes a model and its encoder (``psg.make_encoder(model, config)``, which
-encodes exactly as training does) and returns plain numbers or small result objects::
+Every protocol takes a model and its code inference (``psg.make_inference(model, config)``,
+which infers codes exactly as training does; an amortised encoder for the baselines) and
+returns plain numbers or small result objects::
 
     import pyro_sparsegen as psg
     from pyro_sparsegen import evaluation as ev
 
     model, config, _ = psg.load_run("runs/default")
-    encoder = psg.make_encoder(model, config)
+    encoder = psg.make_inference(model, config)
     train, test = psg.load_data("mnist5k", "train"), psg.load_data("mnist5k", "test")
 
     ev.denoise_accuracy(model, encoder, train, test)          # authors' protocol, no clipping
     ev.denoise_accuracy_clipped(model, encoder, train, test)  # noisy images clipped to [0, 1]
     ev.reconstruction_sparsity(model, encoder, test)          # test / zeroed MSE, sparsity
-    codes = ev.encode_codes(model, encoder, test)
+    codes = ev.dataset_codes(model, encoder, test)
     ev.class_overlap(codes)["class_jaccard"]
     extractor = ev.fit_feature_classifier(train)
     ev.sample_fid(model, extractor, test.images().numpy())    # "MNIST FID" of prior samples
@@ -29,18 +30,23 @@ The protocols (details in each module):
   harder table; :mod:`~.corruption` gives its labelled variant, inference with a censored
   Gaussian likelihood that models the clipping (:func:`censored`).
 - :mod:`~.probes`: linear probes on the codes with 100 / 1,000 / all labels.
-- :mod:`~.sparsity`: test MSE, zeroed MSE (every ``|z_j| <= 0.2`` set to 0), inactive fraction,
+- :mod:`~.sparsity`: test MSE, zeroed MSE (every ``|z_j| <= 0.2``, the
+  :data:`~pyro_sparsegen.distributions.ACTIVE_THRESHOLD`, set to 0), inactive fraction,
   mean active coordinates, class usage and the class Jaccard overlap.
 - :mod:`~.compare`: per-image outcomes (:class:`Accuracy`), paired comparisons of two models on
   the same images (difference, standard error, paired bootstrap, McNemar) and the verdict rule
   (within one standard error: a tie).
 - :mod:`~.fid`: a Fréchet distance in the penultimate features of a small classifier trained on
   the training images.
-- :mod:`~.adapters`: the only calls made on a model (``decode``, ``encode``, ``reconstruct``,
-  ``sample_images``).
+- :mod:`~.adapters`: the only calls made on a model (``decode``, ``images_to_codes``,
+  ``reconstruct``, ``sample_images``).
+
+Earlier names kept as aliases for one release (they do not warn yet): ``encode`` (now
+:func:`images_to_codes`), ``encode_codes`` (:func:`dataset_codes`) and ``THRESHOLD``
+(:data:`~pyro_sparsegen.distributions.ACTIVE_THRESHOLD`).
 """
 
-from .adapters import decode, encode, reconstruct, sample_images
+from .adapters import decode, encode, images_to_codes, reconstruct, sample_images
 from .compare import Accuracy, PairedComparison, mcnemar_exact, mean_sd, paired_comparison, verdict
 from .corruption import CensoredNormal, censored
 from .denoise import (NOISE_LEVELS, REPEATS, DenoiseRun, PixelClassifier, denoise,
@@ -50,16 +56,16 @@ from .fid import (FeatureClassifier, fid, fit_feature_classifier, frechet_distan
                   gaussian_statistics, sample_fid)
 from .noise import add_noise
 from .probes import LABEL_COUNTS, count_name, label_subset, linear_probe
-from .sparsity import (THRESHOLD, class_overlap, class_usage, codes_posterior, encode_codes,
-                       reconstruction_sparsity, sparsity_summary)
+from .sparsity import (THRESHOLD, class_overlap, class_usage, codes_posterior, dataset_codes,
+                       encode_codes, reconstruction_sparsity, sparsity_summary)
 
 __all__ = [
     "Accuracy", "add_noise", "censored", "CensoredNormal", "class_overlap", "class_usage",
-    "codes_posterior", "count_name", "decode", "denoise", "denoise_accuracy",
-    "denoise_accuracy_clipped", "DenoiseRun", "encode", "encode_codes", "FeatureClassifier", "fid",
-    "fit_feature_classifier", "fit_logistic", "fit_pixel_classifier", "frechet_distance",
-    "gaussian_statistics", "image_quality", "LABEL_COUNTS", "label_subset", "linear_probe",
-    "mcnemar_exact", "mean_sd", "NOISE_LEVELS", "paired_comparison", "PairedComparison",
-    "PixelClassifier", "reconstruct", "reconstruction_sparsity", "REPEATS", "sample_fid",
-    "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
+    "codes_posterior", "count_name", "dataset_codes", "decode", "denoise", "denoise_accuracy",
+    "denoise_accuracy_clipped", "DenoiseRun", "encode", "encode_codes", "FeatureClassifier",
+    "fid", "fit_feature_classifier", "fit_logistic", "fit_pixel_classifier", "frechet_distance",
+    "gaussian_statistics", "image_quality", "images_to_codes", "LABEL_COUNTS", "label_subset",
+    "linear_probe", "mcnemar_exact", "mean_sd", "NOISE_LEVELS", "paired_comparison",
+    "PairedComparison", "PixelClassifier", "reconstruct", "reconstruction_sparsity", "REPEATS",
+    "sample_fid", "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
 ]

@@ -4,10 +4,11 @@ Every protocol reaches a model through these functions only, so a change of the 
 (a public ``decode``, a learned prior with its own sampler) is made here once:
 
 - :func:`decode`: codes ``z: [n, d]`` -> mean images ``g(z): [n, C, H, W]`` (``model.decode``);
-- :func:`encode`: images -> codes with the model's own encoder (:func:`pyro_sparsegen.make_encoder`
-  for ABP models: the short Langevin run with the model's prior, initialisation, steps and
-  sparsification, exactly as in training; one encoder pass for the amortised baselines);
-- :func:`reconstruct`: ``decode(encode(x))`` in batches, as numpy;
+- :func:`images_to_codes`: images -> codes with the model's own code inference
+  (:func:`pyro_sparsegen.make_inference` for ABP models: the short Langevin run with the
+  model's prior, initialisation, steps and sparsification, exactly as in training; one encoder
+  pass for the amortised baselines);
+- :func:`reconstruct`: ``decode(images_to_codes(x))`` in batches, as numpy;
 - :func:`sample_images`: draws from the model's prior (``model.generate``, which follows the
   model's own ``prior()``: the schedule's prior, or a learned prior where a variant overrides it).
 
@@ -20,6 +21,8 @@ import contextlib
 
 import numpy as np
 import torch
+
+from ..distributions import is_included
 
 
 @contextlib.contextmanager
@@ -42,12 +45,16 @@ def decode(model, z):
         return model.decode(z)
 
 
-def encode(encoder, x):
-    """Codes ``[n, d]`` for images ``x: [n, C, H, W]`` with ``encoder`` (``images -> z``),
-    detached. Gradients are enabled: a Langevin encoder differentiates the log density."""
+def images_to_codes(encoder, x):
+    """Codes ``[n, d]`` for images ``x: [n, C, H, W]`` with ``encoder`` (``images -> z``: a
+    :class:`~pyro_sparsegen.CodeInference` or an amortised encoder), detached. Gradients are
+    enabled: a Langevin inference differentiates the log density."""
     with torch.enable_grad():
         z = encoder(x)
     return z.detach()
+
+
+encode = images_to_codes  # its earlier name, an alias for one release
 
 
 def _as_tensor(images, device):
@@ -57,7 +64,7 @@ def _as_tensor(images, device):
 
 
 def reconstruct(model, encoder, images, *, batch_size=100, device="cpu", seed=0):
-    """``decode(model, encode(encoder, x))`` for every image, in batches.
+    """``decode(model, images_to_codes(encoder, x))`` for every image, in batches.
 
     :param images: ``[N, C, H, W]`` numpy array or tensor (any values: a noisy image is not
         clipped here).
@@ -70,18 +77,19 @@ def reconstruct(model, encoder, images, *, batch_size=100, device="cpu", seed=0)
     with seeded(seed, device):
         for start in range(0, len(images), batch_size):
             x = _as_tensor(images[start:start + batch_size], device)
-            out.append(decode(model, encode(encoder, x)).cpu().numpy())
+            out.append(decode(model, images_to_codes(encoder, x)).cpu().numpy())
     shape = tuple(images.shape)
     return np.concatenate(out).astype(np.float32, copy=False).reshape(shape) if out else \
         np.zeros(shape, dtype=np.float32)
 
 
 def inclusion_mask(model, z):
-    """``inclusion probability >= 0.5`` for ``z`` under the model's prior, or ``None`` when the
-    prior has none (a Gaussian)."""
+    """The included coordinates of ``z`` (:func:`~pyro_sparsegen.distributions.is_included`:
+    inclusion probability ``>= 0.5``, as training sparsifies) under the model's prior, or
+    ``None`` when the prior has none (a Gaussian)."""
     try:
         with torch.no_grad():
-            return model.inclusion_probability(z) >= 0.5
+            return is_included(model.inclusion_probability(z))
     except (NotImplementedError, AttributeError):
         return None
 

@@ -13,7 +13,7 @@ at any noise level). :class:`CensoredNormal` is the likelihood of such an observ
 
 with ``s`` the model's own likelihood scale. :func:`censored` returns a copy of an ABP model
 whose ``likelihood`` is this distribution (a Pyro likelihood: the ``"x"`` site of the model and
-its fast path both use it), so ``psg.make_encoder(censored(model), config)`` runs the model's own
+its fast path both use it), so ``psg.make_inference(censored(model), config)`` runs the model's own
 short Langevin inference against the corruption it will see. A labelled variant of the
 clipped protocol, for every ABP model alike; the amortised baselines have no such inference.
 """
@@ -102,7 +102,7 @@ def _censored_class(cls):
 def censored(model, low=0.0, high=1.0):
     """A copy of ``model`` (a :class:`~pyro_sparsegen.SparseGenerator` with a normal
     likelihood) whose likelihood is :class:`CensoredNormal` on ``[low, high]`` at the model's
-    own scale; ``model`` itself is unchanged. Encode with ``psg.make_encoder(copy, config)``."""
+    own scale; ``model`` itself is unchanged. Encode with ``psg.make_inference(copy, config)``."""
     if getattr(model, "likelihood_kind", None) != "normal" or hasattr(model, "encode"):
         raise ValueError("censored() needs an ABP model with a normal likelihood")
     clone = copy.deepcopy(model)

@@ -142,7 +142,7 @@ def denoise(model, encoder, test, *, classifier=None, sigmas=NOISE_LEVELS, repea
 
     :param model: a trained model (decoded through
         :func:`~pyro_sparsegen.evaluation.adapters.decode`) and ``encoder`` its encoder
-        (:func:`pyro_sparsegen.make_encoder`); both ``None``: the noisy images themselves are
+        (:func:`pyro_sparsegen.make_inference`); both ``None``: the noisy images themselves are
         the output (the floor).
     :param test: the test :class:`~pyro_sparsegen.ImageData`.
     :param classifier: a :class:`PixelClassifier` (see :func:`fit_pixel_classifier`), or
@@ -200,7 +200,7 @@ def denoise_accuracy(model, encoder, train, test, *, classifier=None, sigmas=NOI
 
         >>> model, config, _ = psg.load_run("runs/default")
         >>> train, test = psg.load_data("mnist5k", "train"), psg.load_data("mnist5k", "test")
-        >>> denoise_accuracy(model, psg.make_encoder(model, config), train, test)
+        >>> denoise_accuracy(model, psg.make_inference(model, config), train, test)
         {'0.3': 0.89, '0.5': 0.86, '0.7': 0.83}
     """
     classifier = classifier or fit_pixel_classifier(train, seed=seed)

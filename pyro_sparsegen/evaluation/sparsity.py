@@ -1,10 +1,11 @@
 """Reconstruction against sparsity, and which dimensions each class uses.
 
-For the codes ``z*`` a model's encoder infers on held-out images (:func:`encode_codes`):
+For the codes ``z*`` a model's code inference gives held-out images (:func:`dataset_codes`):
 
 - ``test_mse``: per-pixel MSE of ``g(z*)`` against the image;
-- ``zeroed_mse``: the same after setting every coordinate with ``|z_j| <= threshold`` (0.2, the
-  authors' threshold) to exactly 0 — a sparse code must really be sparse;
+- ``zeroed_mse``: the same after setting every coordinate with ``|z_j| <= threshold``
+  (:data:`~pyro_sparsegen.distributions.ACTIVE_THRESHOLD`, the authors' 0.2) to exactly 0 — a
+  sparse code must really be sparse;
 - ``inactive_fraction``: the fraction of coordinates with ``|z_j| <= threshold``;
 - ``mean_active``: the mean number of active coordinates per image (``d`` times the active
   fraction), the "budget" a dense model of that size gets;
@@ -16,26 +17,40 @@ import numpy as np
 import xarray as xr
 
 from .. import diagnostics
-from ..encoding import encode_dataset
+from ..distributions import ACTIVE_THRESHOLD, is_included
 from .adapters import seeded
 
-THRESHOLD = 0.2
+THRESHOLD = ACTIVE_THRESHOLD  # its earlier name here, kept as an alias
 
 
-def encode_codes(model, encoder, data, *, threshold=THRESHOLD, batch_size=100, device="cpu",
-                 seed=0):
-    """:func:`pyro_sparsegen.encode_dataset` of every image of ``data`` with a seeded RNG:
-    ``z`` ``[N, d]``, ``active`` (``|z| > threshold``), ``mse``, ``zeroed_mse`` ``[N]``,
-    ``labels`` and, for spike-and-slab priors, ``inclusion_probability``."""
+def dataset_codes(model, encoder, data, *, threshold=ACTIVE_THRESHOLD, batch_size=100,
+                  device="cpu", seed=0):
+    """The codes of every image of ``data`` with their inclusion probabilities:
+    :func:`pyro_sparsegen.infer_codes` under a seeded RNG. A dict with ``z`` ``[N, d]``,
+    ``active`` (``|z| > threshold``), ``mse``, ``zeroed_mse`` ``[N]``, ``labels`` and, for
+    spike-and-slab priors, ``inclusion_probability`` ``[N, d]``.
+
+    :param encoder: the model's code inference (:func:`pyro_sparsegen.make_inference`) or an
+        amortised encoder, ``images -> z``.
+    """
+    # The package's loop over a data set by its public name (the analysis layer knows the
+    # public API, not the run layer's modules); looked up at call time because the package's
+    # __init__ binds the name after importing this subpackage.
+    from .. import infer_codes
+
     with seeded(seed, device):
-        return encode_dataset(model, data, encoder, threshold=threshold, batch_size=batch_size,
-                              device=device)
+        return infer_codes(model, data, encoder, threshold=threshold, batch_size=batch_size,
+                           device=device)
+
+
+encode_codes = dataset_codes  # its earlier name, an alias for one release
 
 
 def sparsity_summary(codes):
-    """The reconstruction-vs-sparsity numbers of :func:`encode_codes`'s ``codes``: a dict with
+    """The reconstruction-vs-sparsity numbers of :func:`dataset_codes`' ``codes``: a dict with
     ``test_mse``, ``zeroed_mse``, ``inactive_fraction``, ``mean_active``, ``latent_dim`` and,
-    where the prior has inclusion probabilities, ``inactive_fraction_inclusion`` (< 0.5)."""
+    where the prior has inclusion probabilities, ``inactive_fraction_inclusion`` (the fraction
+    not :func:`~pyro_sparsegen.distributions.is_included`: below 0.5)."""
     active = np.asarray(codes["active"], dtype=bool)
     out = {"test_mse": float(np.mean(codes["mse"])),
            "zeroed_mse": float(np.mean(codes["zeroed_mse"])),
@@ -43,22 +58,23 @@ def sparsity_summary(codes):
            "mean_active": float(active.sum(1).mean()),
            "latent_dim": int(active.shape[1])}
     if "inclusion_probability" in codes:
-        out["inactive_fraction_inclusion"] = float((codes["inclusion_probability"] < 0.5).mean())
+        included = is_included(np.asarray(codes["inclusion_probability"]))
+        out["inactive_fraction_inclusion"] = float(1.0 - included.mean())
     return out
 
 
-def reconstruction_sparsity(model, encoder, data, *, threshold=THRESHOLD, batch_size=100,
-                            device="cpu", seed=0):
+def reconstruction_sparsity(model, encoder, data, *, threshold=ACTIVE_THRESHOLD,
+                            batch_size=100, device="cpu", seed=0):
     """:func:`sparsity_summary` of the codes of ``data``.
 
     Example::
 
-        >>> reconstruction_sparsity(model, psg.make_encoder(model, config), test)
+        >>> reconstruction_sparsity(model, psg.make_inference(model, config), test)
         {'test_mse': 0.011, 'zeroed_mse': 0.012, 'inactive_fraction': 0.93, 'mean_active': 7.1,
          'latent_dim': 100, ...}
     """
-    return sparsity_summary(encode_codes(model, encoder, data, threshold=threshold,
-                                         batch_size=batch_size, device=device, seed=seed))
+    return sparsity_summary(dataset_codes(model, encoder, data, threshold=threshold,
+                                          batch_size=batch_size, device=device, seed=seed))
 
 
 def codes_posterior(codes):
@@ -69,14 +85,14 @@ def codes_posterior(codes):
                       coords={"image": np.arange(z.shape[0]), "latent": np.arange(z.shape[1])})
 
 
-def class_usage(codes, *, threshold=THRESHOLD):
+def class_usage(codes, *, threshold=ACTIVE_THRESHOLD):
     """``[class, latent]``: the fraction of each class's images with ``|z_j| > threshold``
     (:func:`pyro_sparsegen.diagnostics.class_usage`)."""
     return diagnostics.class_usage(codes_posterior(codes), labels=codes["labels"],
                                    threshold=threshold, by="magnitude")
 
 
-def class_overlap(codes, *, threshold=THRESHOLD, min_usage=0.5):
+def class_overlap(codes, *, threshold=ACTIVE_THRESHOLD, min_usage=diagnostics.MIN_USAGE):
     """Per-class active sets and their overlap, :func:`pyro_sparsegen.diagnostics.class_jaccard`
     on the codes: a dict with ``class_jaccard`` (mean over pairs of classes, ``nan`` when every
     set is empty), ``empty_class_sets``, ``dimensions_used`` (by at least 1 % of the images),
