@@ -119,13 +119,18 @@ def test_netcdf_round_trip(sampled, tmp_path):
 # The az.from_pyro path
 
 
+def ran_mcmc(kernel, x, num_samples, warmup_steps):
+    """A ``pyro.infer.MCMC`` of one chain of ``kernel``, run on ``x``."""
+    mcmc = pyro.infer.MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps,
+                           num_chains=1, disable_progbar=True)
+    mcmc.run(x)
+    return mcmc
+
+
 def test_from_pyro_with_pyro_dims_and_inclusion_probability():
     model = tiny_model()
     x = torch.rand(4, 1, 8, 8)
-    kernel = psg.ShortRunLangevin(model, metropolis=True)
-    mcmc = pyro.infer.MCMC(kernel, num_samples=12, warmup_steps=4, num_chains=1,
-                           disable_progbar=True)
-    mcmc.run(x)
+    mcmc = ran_mcmc(psg.ShortRunLangevin(model, metropolis=True), x, 12, 4)
     idata = az.from_pyro(mcmc, **inference_data.pyro_dims(model, x))
     assert idata.posterior["z"].dims == ("chain", "draw", "image", "latent")
     np.testing.assert_array_equal(idata.posterior["image"].values, np.arange(4))
@@ -144,11 +149,8 @@ def test_from_pyro_with_pyro_dims_and_inclusion_probability():
 
 def test_kernel_stats_from_the_mcmc_and_from_the_kernel():
     model = tiny_model()
-    x = torch.rand(3, 1, 8, 8)
     kernel = psg.ShortRunLangevin(model, metropolis=True)
-    mcmc = pyro.infer.MCMC(kernel, num_samples=6, warmup_steps=2, num_chains=1,
-                           disable_progbar=True)
-    mcmc.run(x)
+    mcmc = ran_mcmc(kernel, torch.rand(3, 1, 8, 8), 6, 2)
     assert len(inference_data.mcmc_chain_statistics(mcmc)) == 1
     by_mcmc = inference_data.add_kernel_stats(az.from_pyro(mcmc), mcmc)
     by_kernel = inference_data.add_kernel_stats(az.from_pyro(mcmc), kernel)
