@@ -205,7 +205,7 @@ def mcmc_chain_statistics(mcmc):
     (``pyro.infer.mcmc.util.diagnostics``), to be thrown away here: on one CPU core that took
     0.03 s for 2 chains x 20 draws of 3 x 4 codes, 0.9 s for 4 x 200 draws of 64 x 100 and
     6.8 s for 4 x 200 draws of 256 x 100, where reading the list is free. The kernel's own
-    :attr:`~pyro_sparsegen.ShortRunLangevin.chain_stats` cannot replace it: chains that Pyro
+    ``ShortRunLangevin.chain_stats`` cannot replace it: chains that Pyro
     runs in worker processes fill the workers' copies of the kernel, never the caller's.
     ``[]`` when ``mcmc`` has not run.
     """
