@@ -69,13 +69,16 @@ class ReportMetrics:
 
     :ivar by: the criterion of the usage tables (``"inclusion"`` where the posterior has
         inclusion probabilities, else ``"magnitude"``).
-    :ivar criteria: every criterion the posterior allows, in :data:`BY` order.
-    :ivar sparsity: :func:`image_sparsity`.
+    :ivar criteria: every criterion the posterior allows, in
+        :data:`~pyro_sparsegen.diagnostics.BY` order.
+    :ivar sparsity: :func:`~pyro_sparsegen.diagnostics.image_sparsity`.
     :ivar usage: ``{criterion: code_usage [latent]}``.
     :ivar dead: ``{criterion: dead_dimensions [latent]}``.
     :ivar class_usage: ``[class, latent]`` by ``by`` (``None`` without labels).
-    :ivar class_jaccard: :func:`class_jaccard` of its active sets (``None`` without labels).
-    :ivar convergence: :func:`convergence` on the ``top`` most-used dimensions.
+    :ivar class_jaccard: :func:`~pyro_sparsegen.diagnostics.class_jaccard` of its active sets
+        (``None`` without labels).
+    :ivar convergence: :func:`~pyro_sparsegen.diagnostics.convergence` on the ``top``
+        most-used dimensions.
     """
 
     threshold: float
