@@ -184,7 +184,7 @@ def active_counts(prior_kind, steps=100):
                   num_data=300, sparsify=True)
     for _ in range(steps):
         abp.step(x)
-    codes = psg.training.Encoder(model, kernel, sparsify=True)(x)
+    codes = psg.CodeInference(model, kernel, sparsify=True)(x)
     _, samples = model.generate(3000)
     return [(z.abs() > 0.2).float().sum(1).mean().item() for z in (codes, samples)]
 
