@@ -4,13 +4,14 @@ import random
 import signal
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyro_sparsegen import SparseGenerator, builders, checkpoint, monitor, runtime
+from pyro_sparsegen import SparseGenerator, builders, checkpoint, monitor, runtime, training
 from pyro_sparsegen.abp import TrainingError
 from pyro_sparsegen.builders import load_run, make_kernel
 from pyro_sparsegen.checkpoint import CheckpointError
@@ -428,3 +429,23 @@ def test_auto_compiles_the_training_kernel_of_long_runs_only(tmp_path, monkeypat
     run(tiny_config(optim__epochs=3), tmp_path, interrupt_at=5, figures=False)
     run(tiny_config(optim__epochs=3), tmp_path, resume=True, figures=False)
     assert seen == [6, 1]
+
+
+def test_the_previous_layouts_names_are_aliases_of_the_new_ones():
+    import pyro_sparsegen as psg
+    from pyro_sparsegen import ABP, ShortRunLangevin, encoding
+
+    model = SparseGenerator(MLPGenerator(3, (1, 4, 4)))
+    abp = ABP(model, ShortRunLangevin(model), pyro.optim.Adam({"lr": 1e-3}))
+    with pytest.warns(DeprecationWarning, match="ABP.set_iteration"):
+        abp.move_to(3)
+    assert abp.iteration == model.iteration == 3
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.builders.build_model"):
+        assert training.build_model is builders.build_model
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.runtime.restore_rng"):
+        assert checkpoint.restore_rng is runtime.restore_rng
+    # still without a warning in this release (code outside the package uses them)
+    assert psg.Encoder is encoding.Encoder is training.Encoder is CodeInference
+    assert psg.make_encoder is training.make_encoder is make_inference
+    assert psg.encode_dataset is encoding.encode_dataset is infer_codes
+    assert training.load_run is load_run
