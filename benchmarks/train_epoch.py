@@ -34,9 +34,12 @@ import warnings
 import torch
 from torch.nn.utils import parametrize
 
+from pyro_sparsegen.builders import build_network
 from pyro_sparsegen.config import TrainConfig, likelihood_scale
 from pyro_sparsegen.data import load_data
-from pyro_sparsegen.training import CollapseWarning, build_network, resolve_device, train
+from pyro_sparsegen.monitor import CollapseWarning
+from pyro_sparsegen.runtime import resolve_device
+from pyro_sparsegen.training import train
 
 AUTHORS = {
     "network": {"latent_dim": 100, "hidden": [400], "input_norm": None, "noise_scale": 0.3},

@@ -6,7 +6,9 @@ the inferred latents, then advance the annealing position. The log joint is the 
 trace, evaluated by the same target the kernel uses (:mod:`pyro_sparsegen.infer.target`).
 """
 
+import copy
 import math
+import warnings
 from typing import NamedTuple
 
 import pyro
@@ -15,8 +17,8 @@ from pyro import poutine
 from pyro.optim import PyroOptim
 
 from . import schedules
-from .distributions import base_distribution
-from .runtime import forked_rng
+from .distributions import base_distribution, is_included
+from .runtime import distributed, forked_rng
 
 
 class TrainingError(RuntimeError):
@@ -46,35 +48,94 @@ class StepResult(NamedTuple):
 
 def sparsified(model, target, latents, args, kwargs):
     """``latents`` with every coordinate of a per-image site whose prior has an
-    ``inclusion_probability`` set to exactly 0 where that probability is below 0.5 (the
-    gate's assignment with the spike collapsed to a point).
+    ``inclusion_probability`` set to exactly 0 where that probability is below
+    :data:`~pyro_sparsegen.distributions.INCLUSION_CUTOFF` (the gate's assignment with the
+    spike collapsed to a point).
 
-    The priors are the model's own at these latents (one evaluation of the model); a
-    :class:`~pyro_sparsegen.SparseGenerator` without global latents answers directly."""
-    from .model import SparseGenerator
-
+    The priors are the model's own at these latents, asked through their own interface (the
+    site distribution's ``inclusion_probability``, under any ``Independent`` / ``Expanded``
+    wrapper), so any prior with one sparsifies — a spike-and-slab or a user's scale mixture.
+    They come from one evaluation of the model, or without it from the model's
+    ``local_priors()`` hook when it has one (:meth:`pyro_sparsegen.SparseGenerator.local_priors`)
+    and the target has no global latents (the per-image priors then depend on nothing that
+    is inferred).
+    """
     with torch.no_grad():
-        if isinstance(model, SparseGenerator) and not target.global_sites:
-            try:
-                keep = model.inclusion_probability(latents["z"]) >= 0.5
-            except NotImplementedError:
-                return latents
-            return {**latents, "z": latents["z"] * keep}
-        with pyro.validation_enabled(False):
-            msgs = {m["name"]: m for m in target.terms(latents, args, kwargs)[3]}
         out = dict(latents)
-        for site in target.local_sites:
-            fn = base_distribution(msgs[site.name]["fn"])
+        for name, fn in _local_priors(model, target, latents, args, kwargs).items():
+            fn = base_distribution(fn)
             if hasattr(fn, "inclusion_probability"):
-                out[site.name] = latents[site.name] * (
-                    fn.inclusion_probability(latents[site.name]) >= 0.5)
+                out[name] = latents[name] * is_included(fn.inclusion_probability(latents[name]))
     return out
 
 
-def _distributed():
-    import torch.distributed as dist
+def _local_priors(model, target, latents, args, kwargs):
+    """``{per-image latent site: its prior distribution}`` at ``latents``."""
+    hook = getattr(model, "local_priors", None)
+    if hook is not None and not target.global_sites:
+        return hook()
+    with pyro.validation_enabled(False):
+        msgs = {m["name"]: m for m in target.terms(latents, args, kwargs)[3]}
+    return {site.name: msgs[site.name]["fn"] for site in target.local_sites}
 
-    return dist if dist.is_available() and dist.is_initialized() else None
+
+def infer_latents(model, kernel, args, kwargs, *, sparsify=False, sync=True):
+    """The one way the package infers latents to learn from or to hand out as codes: a fresh
+    short run of ``kernel`` on the model's arguments, optionally :func:`sparsified`, detached.
+
+    :param sync: ``False``: no host read (the kernel leaves its checks on the device).
+    :return: ``({site: constrained value}, the kernel's target for these arguments)``
+    """
+    latents = kernel.infer(*args, **kwargs) if sync else \
+        kernel.infer(*args, sync=False, **kwargs)
+    target = kernel.target(args, kwargs)
+    if sparsify:
+        latents = sparsified(model, target, latents, args, kwargs)
+    return {k: v.detach() for k, v in latents.items()}, target
+
+
+class OptimizerStates:
+    """The one adapter to :class:`pyro.optim.PyroOptim`'s internals, for checkpoints and the
+    rollback.
+
+    Why not PyroOptim's own ``get_state`` / ``set_state``: they key the torch optimisers by
+    param-store name and create them lazily at the first step, while ABP also learns an
+    ``nn.Module`` model's own parameters (which are not in the param store), a resumed run
+    must load every optimiser's state before its first step, and a rollback must also drop
+    the optimisers created during the steps it undoes. So this keeps the states by the names
+    ABP gives the parameters, creating an optimiser the way PyroOptim itself would
+    (``_get_optim`` / ``_get_grad_clip``).
+    """
+
+    def __init__(self, optim):
+        self.optim = optim
+
+    def state(self, names):
+        """``{name: torch optimiser state dict}``; ``names``: ``{id(param): name}`` (a
+        parameter without a name is keyed by its position)."""
+        return {names.get(id(p), str(i)): opt.state_dict()
+                for i, (p, opt) in enumerate(self.optim.optim_objs.items())}
+
+    def load(self, states, params):
+        """Create the optimiser of every parameter of ``params`` (``{name: tensor}``) named in
+        ``states`` and load its state."""
+        for name, p in params.items():
+            if name in states:
+                self.optim.optim_objs[p] = self.optim._get_optim(p)
+                self.optim.grad_clip[p] = self.optim._get_grad_clip(p)
+                self.optim.optim_objs[p].load_state_dict(states[name])
+
+    def snapshot(self):
+        """A copy of every optimiser's state, for :meth:`restore`."""
+        return {p: copy.deepcopy(o.state_dict()) for p, o in self.optim.optim_objs.items()}
+
+    def restore(self, snapshot):
+        """Back to a :meth:`snapshot`: the states loaded, optimisers created since dropped."""
+        for p, state in snapshot.items():
+            self.optim.optim_objs[p].load_state_dict(state)
+        for p in list(self.optim.optim_objs):
+            if p not in snapshot:
+                del self.optim.optim_objs[p]
 
 
 class ABP:
@@ -127,19 +188,29 @@ class ABP:
         self.sparsify = bool(sparsify)
         self.iteration = int(iteration)
         self._names = {}  # id(param) -> name, for the optimiser's state
-        self.move_to(self.iteration)
+        self.optimizers = OptimizerStates(optim)
+        self.set_iteration(self.iteration)
 
     # -- the annealing position --
-    def move_to(self, iteration):
+    def set_iteration(self, iteration):
         """Set the annealing position (the model's and :func:`schedules.set_iteration`)."""
         self.iteration = int(iteration)
         if hasattr(self.model, "iteration"):
             self.model.iteration = self.iteration
         schedules.set_iteration(self.iteration)
 
+    def move_to(self, iteration):
+        """Deprecated name of :meth:`set_iteration`."""
+        warnings.warn("ABP.move_to is deprecated: use ABP.set_iteration", DeprecationWarning,
+                      stacklevel=2)
+        self.set_iteration(iteration)
+
     # -- the pieces of a step --
-    def _target(self, args, kwargs):
-        return self.kernel.target(args, kwargs)
+    def infer(self, *args, sync=True, **kwargs):
+        """The latents a step learns from: :func:`infer_latents` with this learner's kernel
+        and ``sparsify``: ``({site: detached constrained value}, target)``."""
+        return infer_latents(self.model, self.kernel, args, kwargs, sparsify=self.sparsify,
+                             sync=sync)
 
     def _loss(self, target, values, args, kwargs):
         """``(loss, params, reconstruction)``: the scaled negative log joint per datum at
@@ -168,7 +239,7 @@ class ABP:
         grads = torch.autograd.grad(loss, tensors, allow_unused=True)
         for p, g in zip(tensors, grads):
             p.grad = torch.zeros_like(p) if g is None else g
-        dist = _distributed()
+        dist = distributed()
         if dist is not None:
             _average_gradients(dist, tensors)
         bad = ~torch.isfinite(torch.stack([p.grad.sum() for p in tensors]).sum()) \
@@ -185,17 +256,13 @@ class ABP:
 
         :return: :class:`StepResult`
         """
-        latents = self.kernel.infer(*args, sync=False, **kwargs)
-        target = self._target(args, kwargs)
-        if self.sparsify:
-            latents = sparsified(self.model, target, latents, args, kwargs)
-        latents = {k: v.detach() for k, v in latents.items()}
+        latents, target = self.infer(*args, sync=False, **kwargs)
         loss, params, reconstruction = self._loss(target, latents, args, kwargs)
         bad = ~torch.isfinite(loss)
         for v in latents.values():
             bad = bad | ~torch.isfinite(v.sum())
         bad_update = self._update(loss, params)
-        self.move_to(self.iteration + 1)
+        self.set_iteration(self.iteration + 1)
         return StepResult(loss.detach(), latents, self.kernel.last_run, reconstruction, bad,
                           bad_update)
 
@@ -206,11 +273,7 @@ class ABP:
         :raises TrainingError: if the loss or the inferred latents are not finite (nothing
             is updated then)
         """
-        latents = self.kernel.infer(*args, **kwargs)
-        target = self._target(args, kwargs)
-        if self.sparsify:
-            latents = sparsified(self.model, target, latents, args, kwargs)
-        latents = {k: v.detach() for k, v in latents.items()}
+        latents, target = self.infer(*args, **kwargs)
         loss, params, _ = self._loss(target, latents, args, kwargs)
         value = float(loss.detach())
         if not math.isfinite(value) or not all(bool(torch.isfinite(v).all())
@@ -218,36 +281,59 @@ class ABP:
             raise TrainingError(f"non-finite loss ({value}) or latents at iteration "
                                 f"{self.iteration}; parameters were not updated")
         self._update(loss, params)
-        self.move_to(self.iteration + 1)
+        self.set_iteration(self.iteration + 1)
         return value
 
     def evaluate_loss(self, *args, **kwargs):
         """The loss at freshly inferred latents, without updating anything (a Python float)."""
-        latents = self.kernel.infer(*args, **kwargs)
-        target = self._target(args, kwargs)
-        if self.sparsify:
-            latents = sparsified(self.model, target, latents, args, kwargs)
+        latents, target = self.infer(*args, **kwargs)
         with torch.no_grad():
-            loss, _, _ = self._loss(target, {k: v.detach() for k, v in latents.items()},
-                                    args, kwargs)
+            loss, _, _ = self._loss(target, latents, args, kwargs)
         return float(loss)
 
     # -- the optimiser's state, by parameter name (for checkpoints) --
     def optimizer_state(self):
         """``{parameter name: torch optimiser state dict}``."""
-        return {self._names.get(id(p), str(i)): opt.state_dict()
-                for i, (p, opt) in enumerate(self.optim.optim_objs.items())}
+        return self.optimizers.state(self._names)
 
     def load_optimizer_state(self, states, params):
-        """Restore :meth:`optimizer_state` for ``params`` (``{name: tensor}``)."""
+        """Restore :meth:`optimizer_state` for ``params`` (``{name: tensor}``, e.g.
+        :meth:`parameters`): PyroOptim creates an optimiser per parameter lazily, so they
+        are created here to be loaded."""
+        self.optimizers.load(states, params)
         for name, p in params.items():
-            if name not in states:
-                continue
-            # PyroOptim creates an optimiser per parameter lazily; create it now to load it.
-            self.optim.optim_objs[p] = self.optim._get_optim(p)
-            self.optim.grad_clip[p] = self.optim._get_grad_clip(p)
-            self.optim.optim_objs[p].load_state_dict(states[name])
-            self._names[id(p)] = name
+            if name in states:
+                self._names[id(p)] = name
+
+    # -- the state a step changes, for a rollback --
+    def _state_tensors(self):
+        tensors = dict(pyro.get_param_store().named_parameters())
+        if isinstance(self.model, torch.nn.Module):
+            tensors.update(self.model.state_dict(keep_vars=True))
+        return tensors
+
+    def snapshot(self):
+        """A copy, on the device, of everything a step changes: the param store's and an
+        ``nn.Module`` model's tensors, the optimiser states, the annealing position (and the
+        model's ``handover_iteration``, where a learned prior takes over). For
+        :meth:`restore`."""
+        with torch.no_grad():
+            tensors = {k: v.detach().clone() for k, v in self._state_tensors().items()}
+        return {"tensors": tensors, "optim": self.optimizers.snapshot(),
+                "iteration": self.iteration,
+                "handover": getattr(self.model, "handover_iteration", None)}
+
+    def restore(self, snapshot):
+        """Back to a :meth:`snapshot` (no host read)."""
+        current = self._state_tensors()
+        with torch.no_grad():
+            for name, value in snapshot["tensors"].items():
+                if name in current:
+                    current[name].copy_(value)
+        self.optimizers.restore(snapshot["optim"])
+        if hasattr(self.model, "handover_iteration"):
+            self.model.handover_iteration = snapshot["handover"]
+        self.set_iteration(snapshot["iteration"])
 
     def _collect(self, trace):
         """``{name: unconstrained tensor}`` of a ``param_only`` trace's parameters, and an

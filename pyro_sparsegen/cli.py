@@ -8,6 +8,9 @@ import argparse
 import os
 import sys
 
+from .errors import first_line
+from .files import output_folder
+
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -146,7 +149,7 @@ def _train_config(args):
     from .config import TrainConfig
 
     if args.resume:
-        from .training import read_run
+        from .builders import read_run
 
         config, _ = read_run(args.out)  # the model class is checked when train loads it
     elif args.config:
@@ -187,8 +190,8 @@ def _check_model_spec(spec):
     :class:`~pyro_sparsegen.config.ModelSpecError`: exit 2)."""
     if spec is None:
         return
+    from .builders import import_factory
     from .config import MODEL_SPEC, ModelSpecError
-    from .training import import_factory
 
     if not MODEL_SPEC.fullmatch(spec):
         raise ModelSpecError(f"--model must be MODULE:NAME, got {spec!r}")
@@ -212,6 +215,7 @@ def _init_distributed(config):
 
 
 def cmd_train(args):
+    from .checkpoint import CHECKPOINT
     from .training import train
 
     if args.resume and (args.config or args.data):
@@ -222,7 +226,7 @@ def cmd_train(args):
     if args.resume and args.model is not None and args.model != config.model:
         raise UsageError(f"--model {args.model}: the run in {args.out} was trained with "
                          f"{config.model or 'the built-in model'}")
-    if not args.resume and os.path.exists(os.path.join(args.out, "checkpoint.h5")):
+    if not args.resume and os.path.exists(os.path.join(args.out, CHECKPOINT)):
         raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
                          "choose another --out")
     dist = _init_distributed(config)
@@ -248,10 +252,11 @@ def cmd_train(args):
 def _load(args):
     import torch
 
-    from .training import load_run, resolve_device
+    from .builders import load_run
+    from .config import ConfigError
+    from .runtime import resolve_device
 
-    config_device = args.device or "auto"
-    device = resolve_device(config_device)
+    device = resolve_device(args.device or "auto", error=ConfigError)
     _check_model_spec(args.model)
     model, config, state = load_run(args.run_dir, device=device, trust_model=args.trust_model,
                                     model=args.model)
@@ -267,8 +272,7 @@ def _check_shape(model, data):
 
 
 def cmd_encode(args):
-    from .encoding import encode_dataset, save_codes
-    from .training import make_encoder
+    from .encoding import infer_codes, make_inference, save_codes
 
     model, config, state, device = _load(args)
     from .data import load_data
@@ -277,9 +281,8 @@ def cmd_encode(args):
                      image_size=config.data.image_size)
     _check_shape(model, data)
     out = _writable_file(args.out or os.path.join(args.run_dir, f"codes_{args.split}.h5"))
-    codes = encode_dataset(model, data, make_encoder(model, config), threshold=config.threshold,
-                           batch_size=config.optim.batch_size, device=device,
-                           progress=not args.quiet)
+    codes = infer_codes(model, data, make_inference(model, config), threshold=config.threshold,
+                        batch_size=config.optim.batch_size, device=device, progress=not args.quiet)
     save_codes(out, codes, source=state.path, data=data.name, split=args.split)
     print(f"wrote {len(data)} codes to {out}")
     return 0
@@ -304,8 +307,9 @@ def cmd_reconstruct(args):
 
     from . import plots
     from .data import load_data
+    from .encoding import make_inference
     from .evaluation import add_noise
-    from .training import make_encoder, reconstructions
+    from .training import reconstructions
 
     _positive("--num", args.num)
     _positive("--noise", args.noise, allow_zero=True)
@@ -317,7 +321,7 @@ def cmd_reconstruct(args):
     x = data.batch(rows).to(device)
     noisy = torch.as_tensor(add_noise(x.cpu().numpy(), args.noise, seed=args.seed,
                                       clip=args.clip), device=device) if args.noise else x
-    recon, zeroed = reconstructions(model, make_encoder(model, config), x,
+    recon, zeroed = reconstructions(model, make_inference(model, config), x,
                                     threshold=config.threshold, observed=noisy)
     rows = [x.cpu()] + ([noisy.cpu()] if args.noise else []) + [recon.cpu(), zeroed.cpu()]
     noise = f"noise std {args.noise}" + (", clipped to [0, 1]" if args.clip else "")
@@ -340,10 +344,7 @@ def cmd_analyze(args):
     data = load_data(args.data or config.data.spec, args.split,
                      image_size=config.data.image_size)
     _check_shape(model, data)
-    out = args.out or os.path.join(args.run_dir, "analysis")
-    os.makedirs(out, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"{out}: output folder is not writable")
+    out = output_folder(args.out or os.path.join(args.run_dir, "analysis"), error=UsageError)
     # a class-spread subset: split files are often sorted by class
     rows = data.spread_rows(min(args.images, len(data)), seed=args.seed)
     x = data.batch(rows).to(device)
@@ -385,7 +386,7 @@ def main(argv=None):
         print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, RuntimeError) as e:
-        from .training import TrainingError
+        from .abp import TrainingError
 
         if not isinstance(e, (OSError, TrainingError)):
             raise
@@ -393,8 +394,7 @@ def main(argv=None):
 
 
 def _error(e):
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"pyro-sparsegen: error: {message}", file=sys.stderr)
+    print(f"pyro-sparsegen: error: {first_line(e)}", file=sys.stderr)
     return EXIT_ERROR
 
 

@@ -13,6 +13,7 @@ import tomllib
 from typing import Optional
 
 from . import schedules
+from .distributions import ACTIVE_THRESHOLD
 
 NETWORKS = ("mlp", "conv")
 PRESETS = ("default", "v1", "dense", "authors", "spike", "constant")
@@ -198,7 +199,7 @@ class OptimConfig:
     beta2: float = 0.999
     batch_size: int = 100
     epochs: int = 20
-    stop_on_collapse: bool = True  # after the annealing (see training.CollapseWatch)
+    stop_on_collapse: bool = True  # after the annealing (see monitor.CollapseWatch)
 
     def validate(self):
         _positive_float("optim", "lr", self.lr)
@@ -222,7 +223,7 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"
-    threshold: float = 0.2  # |z| above which a coordinate is active
+    threshold: float = ACTIVE_THRESHOLD  # |z| above which a coordinate is active
     model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
 
     @classmethod

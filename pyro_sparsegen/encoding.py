@@ -1,36 +1,80 @@
-"""Codes for a whole data set, and their HDF5 file."""
+"""Codes: the inference wrapper that turns images into codes as training infers them
+(:class:`CodeInference`), the one loop over a data set's batches of codes
+(:func:`code_batches`, which :func:`infer_codes` and
+:func:`~pyro_sparsegen.monitor.evaluate` are built on), and the codes' HDF5 file."""
 
 import contextlib
+from typing import NamedTuple
 
 import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_file
-from .training import active_mask
+from . import builders
+from .abp import infer_latents
+from .distributions import ACTIVE_THRESHOLD
+from .files import atomic_file
+from .metrics import active_mask, per_image_mse
 
 
-def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, device="cpu",
-                   limit=None, noise=0.0, clip=False, progress=False):
-    """Infer codes for every image of ``data`` (an :class:`~pyro_sparsegen.data.ImageData`)
-    with ``encoder`` (``images -> z``, e.g. :func:`~pyro_sparsegen.training.make_encoder`).
+class CodeInference:
+    """Codes for images ``x: [images, C, H, W]`` -> ``z: [images, latent_dim]`` (detached),
+    exactly as training infers them.
 
-    :param limit: encode only this many images, a class-spread subset
+    Uses the model's own ``encode`` when it has one (amortised baselines; ``kernel`` may be
+    ``None`` then), else a fresh short run of the kernel
+    (:func:`~pyro_sparsegen.abp.infer_latents`); with ``sparsify`` every coordinate whose
+    inclusion probability is below 0.5 is then set to exactly 0
+    (:func:`~pyro_sparsegen.abp.sparsified`). All the inferred latents of the last call are in
+    :attr:`last_latents`, the kernel's :class:`~pyro_sparsegen.infer.RunStats` in
+    :attr:`last_run` (``None`` for an amortised encoder).
+    """
+
+    def __init__(self, model, kernel, sparsify=False):
+        self.model, self.kernel, self.sparsify = model, kernel, sparsify
+        self.last_run = None
+        self.last_latents = None
+
+    def __call__(self, x):
+        if hasattr(self.model, "encode"):
+            with torch.no_grad():
+                z = self.model.encode(x)
+            self.last_run, self.last_latents = None, {"z": z}
+            return z
+        self.last_latents, _ = infer_latents(self.model, self.kernel, (x,), {},
+                                             sparsify=self.sparsify)
+        self.last_run = self.kernel.last_run
+        return self.last_latents[getattr(self.model, "code_site", "z")]
+
+
+def make_inference(model, config):
+    """The :class:`CodeInference` of a run's config (its kernel and ``langevin.sparsify``)."""
+    return CodeInference(model, builders.make_kernel(model, config), config.langevin.sparsify)
+
+
+class CodeBatch(NamedTuple):
+    """One batch of :func:`code_batches`: the clean images ``x: [batch, C, H, W]``, their codes
+    ``z: [batch, latent]`` and every inferred latent (``{site: value}``)."""
+
+    x: torch.Tensor
+    z: torch.Tensor
+    latents: dict
+
+
+def code_batches(data, encoder, *, batch_size=100, device="cpu", limit=None, noise=0.0,
+                 clip=False, progress=False):
+    """The codes ``encoder`` infers for the images of ``data``, batch after batch
+    (:class:`CodeBatch`).
+
+    :param limit: only this many images, a class-spread subset
         (:meth:`~pyro_sparsegen.data.ImageData.spread_subset`), never the first ones.
     :param noise: std of Gaussian noise added to the images before inference (not clipped,
-        as in the authors' protocol, unless ``clip``); MSEs are measured against the clean
-        images.
-    :return: dict of numpy arrays: ``z`` ``[N, d]``, ``inclusion_probability`` ``[N, d]``
-        (when the prior has one), ``active`` ``[N, d]`` (``|z| > threshold``), ``mse``,
-        ``zeroed_mse`` ``[N]`` and ``labels`` ``[N]`` (of the encoded images) when the data
-        has labels.
+        as in the authors' protocol, unless ``clip``); the batch's ``x`` stays clean.
     """
     if limit is not None:
         data = data.spread_subset(limit)
     n = len(data)
-    parts = {k: [] for k in ("z", "inclusion_probability", "active", "mse", "zeroed_mse")}
-    model.eval()
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="encode",
                       unit="batch"):
         x = data.batch(range(start, min(start + batch_size, n))).to(device)
@@ -38,10 +82,32 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
         if clip:
             observed = observed.clamp(0, 1)
         z = encoder(observed)
+        yield CodeBatch(x, z, getattr(encoder, "last_latents", None) or {"z": z})
+
+
+def infer_codes(model, data, encoder, *, threshold=ACTIVE_THRESHOLD, batch_size=100,
+                device="cpu", limit=None, noise=0.0, clip=False, progress=False):
+    """Infer codes for every image of ``data`` (an :class:`~pyro_sparsegen.data.ImageData`)
+    with ``encoder`` (``images -> z``, e.g. :func:`make_inference`).
+
+    ``limit``, ``noise``, ``clip``: see :func:`code_batches`; MSEs are measured against the
+    clean images.
+
+    :return: dict of numpy arrays: ``z`` ``[N, d]``, ``inclusion_probability`` ``[N, d]``
+        (when the prior has one), ``active`` ``[N, d]`` (``|z| > threshold``), ``mse``,
+        ``zeroed_mse`` ``[N]`` and ``labels`` ``[N]`` (of the encoded images) when the data
+        has labels.
+    """
+    if limit is not None:
+        data = data.spread_subset(limit)
+    parts = {k: [] for k in ("z", "inclusion_probability", "active", "mse", "zeroed_mse")}
+    model.eval()
+    for x, z, _ in code_batches(data, encoder, batch_size=batch_size, device=device,
+                                noise=noise, clip=clip, progress=progress):
         active, _ = active_mask(model, z, threshold)
         with torch.no_grad():
-            mse = ((model.decode(z) - x) ** 2).flatten(1).mean(1)
-            zeroed = ((model.decode(z * active) - x) ** 2).flatten(1).mean(1)
+            mse = per_image_mse(model.decode(z), x)
+            zeroed = per_image_mse(model.decode(z * active), x)
         parts["z"].append(z.cpu())
         parts["active"].append(active.cpu())
         parts["mse"].append(mse.cpu())
@@ -55,7 +121,7 @@ def encode_dataset(model, data, encoder, *, threshold=0.2, batch_size=100, devic
 
 
 def save_codes(path, codes, **attrs):
-    """Write ``codes`` (from :func:`encode_dataset`) to HDF5 atomically; ``attrs`` are stored
+    """Write ``codes`` (from :func:`infer_codes`) to HDF5 atomically; ``attrs`` are stored
     as file attributes (e.g. the checkpoint it came from)."""
     with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
         for key, value in codes.items():
@@ -69,3 +135,7 @@ def load_codes(path):
     """Read a codes file back: ``(arrays, attrs)``."""
     with h5py.File(path, "r") as f:
         return {k: f[k][()] for k in f}, dict(f.attrs)
+
+
+# the names of the previous layout, kept for one release (they become deprecated aliases)
+Encoder, make_encoder, encode_dataset = CodeInference, make_inference, infer_codes

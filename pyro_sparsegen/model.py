@@ -314,6 +314,12 @@ class SparseGenerator(PyroModule):
 
     code_site = "z"
 
+    def local_priors(self):
+        """``{"z": the site distribution of z}`` at the current iteration, without running the
+        model: the hook :func:`~pyro_sparsegen.abp.sparsified` asks (when the kernel's target
+        has no global latents) instead of evaluating the model once more per step."""
+        return {"z": self._latent_dist()}
+
     def decode(self, z):
         """The likelihood's mean ``g(z)``: ``z: [..., latent_dim] -> [..., C, H, W]``."""
         return self.network(z)

@@ -2,6 +2,7 @@
 function model against the package's, constraints, scaling, learned priors, no host reads,
 and any Pyro model through train() and the CLI."""
 
+import math
 import os
 import shutil
 import sys
@@ -184,7 +185,7 @@ def active_counts(prior_kind, steps=100):
                   num_data=300, sparsify=True)
     for _ in range(steps):
         abp.step(x)
-    codes = psg.training.Encoder(model, kernel, sparsify=True)(x)
+    codes = psg.CodeInference(model, kernel, sparsify=True)(x)
     _, samples = model.generate(3000)
     return [(z.abs() > 0.2).float().sum(1).mean().item() for z in (codes, samples)]
 
@@ -269,3 +270,61 @@ def test_bad_model_values_are_one_line_exit_2(in_user_folder, capsys, spec, mess
                  *TINY])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+class ScaleMixture(dist.TorchDistribution):
+    """A user's own scale-mixture prior (not a SpikeAndSlab): ``w N(0, slab) + (1 - w)
+    N(0, spike)``, with the posterior slab probability as its ``inclusion_probability``."""
+
+    arg_constraints = {}
+    support = dist.constraints.real
+
+    def __init__(self, weight, spike, slab, validate_args=False):
+        self.weight, self.spike, self.slab = weight, spike, slab
+        super().__init__(torch.Size(), validate_args=validate_args)
+
+    def _parts(self, z):
+        return (dist.Normal(0.0, self.slab).log_prob(z) + math.log(self.weight),
+                dist.Normal(0.0, self.spike).log_prob(z) + math.log1p(-self.weight))
+
+    def log_prob(self, z):
+        return torch.logaddexp(*self._parts(z))
+
+    def sample(self, sample_shape=torch.Size()):
+        gate = torch.rand(sample_shape) < self.weight
+        return torch.randn(sample_shape) * torch.where(gate, self.slab, self.spike)
+
+    def inclusion_probability(self, z):
+        slab, spike = self._parts(z)
+        return torch.sigmoid(slab - spike)
+
+
+class MixtureGenerator(psg.SparseGenerator):
+    def prior(self):
+        return ScaleMixture(0.3, 0.05, 1.0)
+
+
+def test_a_users_scale_mixture_prior_sparsifies_by_its_inclusion_probability():
+    from pyro_sparsegen.abp import sparsified
+
+    pyro.set_rng_seed(0)
+    net = psg.MLPGenerator(4, (1, 4, 4), hidden=(8,))
+
+    def function_model(x=None, *, num_images=None):
+        n = x.shape[0] if x is not None else num_images
+        decoder = pyro.module("decoder", net)
+        with pyro.plate("images", n):
+            z = pyro.sample("z", ScaleMixture(0.3, 0.05, 1.0).expand([4]).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 0.1).to_event(3), obs=x)
+
+    x = torch.rand(20, 1, 4, 4)
+    for model in (function_model, MixtureGenerator(net, noise_scale=0.1)):
+        kernel = psg.ShortRunLangevin(model, num_steps=5, step_size=0.05)
+        latents = kernel.infer(x)
+        target = kernel.target((x,), {})
+        out = sparsified(model, target, latents, (x,), {})["z"]
+        keep = ScaleMixture(0.3, 0.05, 1.0).inclusion_probability(latents["z"]) >= 0.5
+        assert torch.equal(out, latents["z"] * keep)
+        assert 0 < keep.sum() < keep.numel()
+        # the model's hook (SparseGenerator) and the model's trace give the same codes
+        assert torch.equal(out, sparsified(None, target, latents, (x,), {})["z"])

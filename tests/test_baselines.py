@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_sparsegen import (MLPGenerator, ShortRunLangevin, SparseGenerator, diagnostics,
-                             encode_dataset)
+from pyro_sparsegen import MLPGenerator, ShortRunLangevin, SparseGenerator, diagnostics
 from pyro_sparsegen.baselines import (KINDS, VSC, BetaVAE, EarlyStopping, RelaxedSpikeAndSlab,
                                       VSCLoss, dense_config, plateau, recommended,
                                       train_baseline)
 from pyro_sparsegen.config import ConfigError, TrainConfig
-from pyro_sparsegen.training import (Encoder, build_model, evaluate, load_run, make_encoder,
-                                     train)
+from pyro_sparsegen.builders import build_model, load_run
+from pyro_sparsegen.encoding import CodeInference, infer_codes, make_inference
+from pyro_sparsegen.monitor import evaluate
+from pyro_sparsegen.training import train
 from test_training import tiny_data  # the same tiny data set as the training tests
 
 CLASSES = {"beta_vae": BetaVAE, "vsc": VSC}
@@ -111,7 +112,7 @@ def test_vsc_encode_has_exact_zeros():
     t = (2 * (np.log((1 - a) / a) - np.log(s)) / (1 / s**2 - 1)) ** 0.5
     assert torch.equal(model.inclusion_probability(z) >= 0.5, z.abs() >= t)
     assert model.inclusion_probability(torch.zeros(1)).item() < 1e-3
-    codes = encode_dataset(model, tiny_data(), Encoder(model, None))
+    codes = infer_codes(model, tiny_data(), CodeInference(model, None))
     assert codes["z"].shape == (48, 4) and (codes["z"][:, [1, 3]] == 0).all()
 
 
@@ -263,9 +264,9 @@ def test_train_baseline_writes_a_run(kind, tmp_path):
     data = tiny_data()
     x = data.images(limit=8)
     assert torch.equal(model.encode(x), result.model.encode(x))
-    codes = encode_dataset(model, data, make_encoder(model, config), limit=20)
+    codes = infer_codes(model, data, make_inference(model, config), limit=20)
     assert codes["z"].shape == (20, 4) and codes["mse"].shape == (20,)
-    figures = evaluate(model, data, Encoder(model, None), threshold=config.threshold)
+    figures = evaluate(model, data, CodeInference(model, None), threshold=config.threshold)
     assert np.isfinite(figures["test_mse"])
 
 

@@ -15,7 +15,8 @@ from pyro_sparsegen import SparseGenerator, checkpoint, files, save_codes
 from pyro_sparsegen.checkpoint import CheckpointError
 from pyro_sparsegen.cli import main
 from pyro_sparsegen.networks import MLPGenerator
-from pyro_sparsegen.training import load_run, rewrite_csv
+from pyro_sparsegen.builders import load_run
+from pyro_sparsegen.monitor import rewrite_csv
 
 
 @pytest.fixture

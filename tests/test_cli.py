@@ -59,7 +59,7 @@ def test_config_file_and_flags(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--config", str(config), "--data", "digits",
                  "--epochs", "1", "--eval-images", "20", "--quiet", "--device", "cpu"]) == 0
-    from pyro_sparsegen.training import load_run
+    from pyro_sparsegen.builders import load_run
 
     model, cfg, _ = load_run(out)
     assert model.latent_dim == 3 and cfg.network.hidden == (8,) and cfg.langevin.num_steps == 3

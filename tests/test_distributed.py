@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pyro_sparsegen.config import ConfigError
-from pyro_sparsegen.training import load_run
+from pyro_sparsegen.builders import load_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -45,14 +45,14 @@ def sgd_instead_of_adam():
     normalised (Adam's step does not change when the gradient is scaled)."""
     import pyro
 
-    from pyro_sparsegen import training
+    from pyro_sparsegen import builders
 
-    make_optim = training.make_optim
-    training.make_optim = lambda config, device: pyro.optim.SGD({"lr": config.optim.lr})
+    make_optim = builders.make_optim
+    builders.make_optim = lambda config, device: pyro.optim.SGD({"lr": config.optim.lr})
     try:
         yield
     finally:
-        training.make_optim = make_optim
+        builders.make_optim = make_optim
 
 
 def weights(model):
@@ -87,22 +87,22 @@ def _noise_streams(rank, out):
     """A noisy run straight through, and one stopped after epoch 1 and resumed."""
     from test_training import run, tiny_config
 
-    from pyro_sparsegen import training
+    from pyro_sparsegen.infer import ShortRunLangevin
 
     first_call = []
-    call = training.ShortRunLangevin.infer
+    call = ShortRunLangevin.infer
 
     def recording(self, *args, **kwargs):
         if not first_call:
             first_call.append(torch.get_rng_state())
         return call(self, *args, **kwargs)
 
-    training.ShortRunLangevin.infer = recording
+    ShortRunLangevin.infer = recording
     try:
         straight = run(noisy(tiny_config(optim__batch_size=BATCH)), os.path.join(out, "a"),
                        figures=False).model
     finally:
-        training.ShortRunLangevin.infer = call
+        ShortRunLangevin.infer = call
     run(noisy(tiny_config(optim__batch_size=BATCH)), os.path.join(out, "b"), figures=False,
         stop_after=1)
     torch.manual_seed(12345)  # as a fresh process would start
@@ -116,13 +116,15 @@ def _noise_streams(rank, out):
 def _fault(kind, here, iteration):
     """Make this rank (``here``) fail at ``iteration``: a non-finite loss, a divergence, or a
     non-finite held-out MSE when the epoch ending there is evaluated."""
-    from pyro_sparsegen import training
+    from pyro_sparsegen import monitor
+    from pyro_sparsegen.abp import ABP
+    from pyro_sparsegen.infer import ShortRunLangevin
 
     if not here:
         yield
         return
     if kind == "evaluation":
-        original = training.evaluate
+        original = monitor.evaluate
 
         def faulty(model, *args, **kwargs):
             figures = original(model, *args, **kwargs)
@@ -130,14 +132,14 @@ def _fault(kind, here, iteration):
                 figures["test_mse"] = float("nan")
             return figures
 
-        training.evaluate = faulty
+        monitor.evaluate = faulty
         try:
             yield
         finally:
-            training.evaluate = original
+            monitor.evaluate = original
         return
     if kind == "loss":
-        original = training.ABP._loss
+        original = ABP._loss
 
         def faulty(self, *args, **kwargs):
             loss, params, reconstruction = original(self, *args, **kwargs)
@@ -145,13 +147,13 @@ def _fault(kind, here, iteration):
                 loss = loss * float("nan")
             return loss, params, reconstruction
 
-        training.ABP._loss = faulty
+        ABP._loss = faulty
         try:
             yield
         finally:
-            training.ABP._loss = original
+            ABP._loss = original
         return
-    infer = training.ShortRunLangevin.infer
+    infer = ShortRunLangevin.infer
 
     def diverging(self, *args, **kwargs):
         out = infer(self, *args, **kwargs)
@@ -161,11 +163,11 @@ def _fault(kind, here, iteration):
                 runs.divergences, self.num_steps))
         return out
 
-    training.ShortRunLangevin.infer = diverging
+    ShortRunLangevin.infer = diverging
     try:
         yield
     finally:
-        training.ShortRunLangevin.infer = infer
+        ShortRunLangevin.infer = infer
 
 
 def _faults(rank, out):

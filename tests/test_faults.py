@@ -12,7 +12,7 @@ import torch
 
 from pyro_sparsegen import checkpoint
 from pyro_sparsegen.cli import main
-from pyro_sparsegen.training import load_run
+from pyro_sparsegen.builders import load_run
 
 TINY = ["--data", "digits", "--latent-dim", "4", "--num-steps", "3", "--eval-images", "20",
         "--batch-size", "300", "--quiet", "--device", "cpu"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pyro_sparsegen as psg
-from pyro_sparsegen import baselines, training
+from pyro_sparsegen import baselines, builders
 from pyro_sparsegen.cli import main
 from pyro_sparsegen.config import RECIPES, ConfigError, TrainConfig, likelihood_scale
 
@@ -20,7 +20,7 @@ def test_the_default_likelihood_scale_follows_the_image_size(side, sigma):
     # whole image's likelihood elsewhere
     config = TrainConfig()
     shape = (1, side, side)
-    model = training.build_model(config, shape, 10)
+    model = builders.build_model(config, shape, 10)
     assert model.noise_scale == pytest.approx(sigma, abs=5e-5)
     assert likelihood_scale(None, shape) == pytest.approx(sigma, abs=5e-5)
     # the baselines use the same rule (β-VAE and VSC build their decoders from the config)
@@ -29,7 +29,7 @@ def test_the_default_likelihood_scale_follows_the_image_size(side, sigma):
     assert vae.noise_scale == pytest.approx(sigma, abs=5e-5)
     # an explicit scale wins over the rule
     config.network.noise_scale = 0.3
-    assert training.build_model(config, shape, 10).noise_scale == 0.3
+    assert builders.build_model(config, shape, 10).noise_scale == 0.3
 
 
 def test_resized_data_trains_at_its_size(tmp_path):
@@ -55,7 +55,7 @@ def test_the_recipes_default_and_v1():
     assert old(old.end).spike_scale == pytest.approx(end(end.end).spike_scale)
     assert v1.network.input_norm is None and v1.network.noise_scale == 0.3
     # at 8 x 8 the first release's fixed sigma stays 0.3
-    assert training.build_model(v1, (1, 8, 8), 10).noise_scale == 0.3
+    assert builders.build_model(v1, (1, 8, 8), 10).noise_scale == 0.3
     assert set(RECIPES) == {"default", "v1"}
     assert TrainConfig.recipe("default").to_dict() == default.to_dict()
     with pytest.raises(ConfigError, match="unknown recipe 'v3'"):
@@ -133,7 +133,7 @@ def test_the_cli_takes_a_recipe(tmp_path, capsys):
             "--eval-images", "20", "--batch-size", "200", "--quiet", "--device", "cpu",
             "--config", str(settings)]
     assert main(["train", "--out", str(out), "--recipe", "v1", *fast]) == 0
-    config, state = training.read_run(out)
+    config, state = builders.read_run(out)
     assert config.prior.preset == "v1" and config.network.input_norm is None
     assert state.network.get("input_norm") is None
     assert main(["train", "--out", str(out), "--recipe", "v1", "--resume"]) == 2

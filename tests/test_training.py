@@ -4,19 +4,25 @@ import random
 import signal
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyro_sparsegen import SparseGenerator, checkpoint, encode_dataset, training
+from pyro_sparsegen import SparseGenerator, builders, checkpoint, monitor, runtime, training
+from pyro_sparsegen.abp import TrainingError
+from pyro_sparsegen.builders import load_run, make_kernel
 from pyro_sparsegen.checkpoint import CheckpointError
 from pyro_sparsegen.config import ConfigError, TrainConfig
 from pyro_sparsegen.data import ImageData
+from pyro_sparsegen.encoding import CodeInference, infer_codes, make_inference
+from pyro_sparsegen.infer import ShortRunLangevin
+from pyro_sparsegen.metrics import active_mask
+from pyro_sparsegen.monitor import evaluate
 from pyro_sparsegen.networks import MLPGenerator
-from pyro_sparsegen.training import (Encoder, TrainingError, active_mask, evaluate, load_run,
-                                     make_encoder, make_kernel, train)
+from pyro_sparsegen.training import train
 
 
 def tiny_data(n=48, seed=0):
@@ -175,7 +181,7 @@ def test_evaluate_zeroed_mse_uses_exact_zeros(tmp_path):
     model = run(tiny_config(optim__epochs=1), tmp_path, figures=False).model
     data = tiny_data().subset(range(32, 48))
     config = tiny_config()
-    huge = evaluate(model, data, make_encoder(model, config), threshold=1e9)
+    huge = evaluate(model, data, make_inference(model, config), threshold=1e9)
     # every coordinate inactive: the zeroed MSE is that of g(0) for every image
     x = data.images()
     with torch.no_grad():
@@ -234,14 +240,14 @@ def test_noisy_resume_is_bit_exact(noisy_straight, tmp_path, stop):
 @pytest.mark.parametrize("stop", ["epoch", "mid-epoch"])
 def test_resume_without_the_torch_stream_is_not_exact(noisy_straight, tmp_path, monkeypatch,
                                                       stop):
-    monkeypatch.setitem(checkpoint.RNG_RESTORERS, "torch", lambda state: None)
+    monkeypatch.setitem(runtime.RNG_RESTORERS, "torch", lambda state: None)
     assert not same_weights(noisy_straight, stopped_then_resumed(tmp_path, stop))
 
 
 @pytest.mark.parametrize("stream", ["python", "numpy"])
 def test_streams_training_does_not_draw_from_do_not_matter(noisy_straight, tmp_path,
                                                            monkeypatch, stream):
-    monkeypatch.setitem(checkpoint.RNG_RESTORERS, stream, lambda state: None)
+    monkeypatch.setitem(runtime.RNG_RESTORERS, stream, lambda state: None)
     assert same_weights(noisy_straight, stopped_then_resumed(tmp_path, "mid-epoch"))
 
 
@@ -260,7 +266,7 @@ def test_noisy_resume_on_cuda_needs_the_cuda_stream(tmp_path, monkeypatch):
     config.device = "cuda"
     straight = run(config, tmp_path / "a", figures=False).model
     assert same_weights(straight, stopped_then_resumed(tmp_path / "b", "mid-epoch", config))
-    monkeypatch.setitem(checkpoint.RNG_RESTORERS, "cuda", lambda state: None)
+    monkeypatch.setitem(runtime.RNG_RESTORERS, "cuda", lambda state: None)
     assert not same_weights(straight, stopped_then_resumed(tmp_path / "c", "mid-epoch", config))
 
 
@@ -275,7 +281,7 @@ def test_building_the_kernel_target_leaves_the_rng_alone():
 
 # -- non-finite codes ------------------------------------------------------------------------
 def test_a_non_finite_code_stops_training(tmp_path, monkeypatch):
-    infer = training.ShortRunLangevin.infer
+    infer = ShortRunLangevin.infer
 
     def nan_at_iteration_1(self, *args, **kwargs):
         out = infer(self, *args, **kwargs)
@@ -284,7 +290,7 @@ def test_a_non_finite_code_stops_training(tmp_path, monkeypatch):
             out["z"][0, 0] = float("nan")
         return out
 
-    monkeypatch.setattr(training.ShortRunLangevin, "infer", nan_at_iteration_1)
+    monkeypatch.setattr(ShortRunLangevin, "infer", nan_at_iteration_1)
     with pytest.raises(TrainingError, match=r"^a non-finite loss, code or gradient before "
                                             "iteration 2; rolled back") as info:
         run(tiny_config(), tmp_path, figures=False)
@@ -341,7 +347,7 @@ def test_evaluate_limit_spreads_over_the_classes():
 
 def test_encode_dataset_limit_spreads_and_labels_follow_the_rows():
     data, model = label_pixels(), PixelCode()
-    codes = encode_dataset(model, data, Encoder(model, None), limit=15, batch_size=4)
+    codes = infer_codes(model, data, CodeInference(model, None), limit=15, batch_size=4)
     assert set(codes["labels"].tolist()) == set(range(10))  # not the first classes only
     np.testing.assert_allclose(codes["z"][:, 0], codes["labels"] / 10.0, rtol=1e-6)
 
@@ -352,7 +358,7 @@ def test_a_collapse_after_the_annealing_stops_and_keeps_the_best_checkpoint(tmp_
                                                                            monkeypatch, how):
     # the default schedule ends its annealing at 60 % of the run: iteration 7 of 12 (epoch 4);
     # from epoch 5 on the held-out codes collapse
-    original = training.evaluate
+    original = monitor.evaluate
 
     def collapsing(model, *args, **kwargs):
         figures = original(model, *args, **kwargs)
@@ -363,7 +369,7 @@ def test_a_collapse_after_the_annealing_stops_and_keeps_the_best_checkpoint(tmp_
                 figures["zeroed_mse"] *= 10
         return figures
 
-    monkeypatch.setattr(training, "evaluate", collapsing)
+    monkeypatch.setattr(monitor, "evaluate", collapsing)
     config = tiny_config(optim__epochs=6)
     assert config.build_schedule(2).end == 7
     with pytest.raises(TrainingError, match=r"^collapse after the annealing at epoch 5: .*"
@@ -379,7 +385,7 @@ def test_a_collapse_after_the_annealing_stops_and_keeps_the_best_checkpoint(tmp_
 
 def test_a_run_collapsed_from_the_annealing_on_is_warned_about_and_goes_on(tmp_path,
                                                                           monkeypatch):
-    original = training.evaluate
+    original = monitor.evaluate
 
     def collapsed(model, *args, **kwargs):
         figures = original(model, *args, **kwargs)
@@ -387,8 +393,8 @@ def test_a_run_collapsed_from_the_annealing_on_is_warned_about_and_goes_on(tmp_p
             figures["inactive_fraction_threshold"] = 1.0
         return figures
 
-    monkeypatch.setattr(training, "evaluate", collapsed)
-    with pytest.warns(training.CollapseWarning, match=r"^epoch 4, after the annealing: 100.0% "
+    monkeypatch.setattr(monitor, "evaluate", collapsed)
+    with pytest.warns(monitor.CollapseWarning, match=r"^epoch 4, after the annealing: 100.0% "
                                                       r"of the held-out codes inactive; no "
                                                       r"earlier healthy epoch"):
         run(tiny_config(optim__epochs=6), tmp_path, figures=False)
@@ -405,21 +411,41 @@ def test_auto_compiles_the_training_kernel_of_long_runs_only(tmp_path, monkeypat
     assert config.langevin.compiled(AUTO_COMPILE_ITERATIONS)
     assert not config.langevin.compiled(AUTO_COMPILE_ITERATIONS - 1)
     assert not config.langevin.compiled(None)  # an encoder: not a training run
-    model = training.build_model(config, (1, 8, 8), 2)
-    assert not training.make_encoder(model, config).kernel.compile
+    model = builders.build_model(config, (1, 8, 8), 2)
+    assert not make_inference(model, config).kernel.compile
     for fixed in (True, False):
         config.langevin.compile = fixed
-        assert training.make_kernel(model, config).compile is fixed
+        assert builders.make_kernel(model, config).compile is fixed
     with pytest.raises(ConfigError, match=r'langevin.compile must be true, false or "auto"'):
         TrainConfig.from_dict({"langevin": {"compile": "yes"}})
     # train() asks for the steps the run has left: 2 batches x 3 epochs, then 1 after a resume
-    seen, original = [], training.make_kernel
+    seen, original = [], builders.make_kernel
 
     def spy(model, config, iterations=None):
         seen.append(iterations)
         return original(model, config, iterations)
 
-    monkeypatch.setattr(training, "make_kernel", spy)
+    monkeypatch.setattr(builders, "make_kernel", spy)
     run(tiny_config(optim__epochs=3), tmp_path, interrupt_at=5, figures=False)
     run(tiny_config(optim__epochs=3), tmp_path, resume=True, figures=False)
     assert seen == [6, 1]
+
+
+def test_the_previous_layouts_names_are_aliases_of_the_new_ones():
+    import pyro_sparsegen as psg
+    from pyro_sparsegen import ABP, ShortRunLangevin, encoding
+
+    model = SparseGenerator(MLPGenerator(3, (1, 4, 4)))
+    abp = ABP(model, ShortRunLangevin(model), pyro.optim.Adam({"lr": 1e-3}))
+    with pytest.warns(DeprecationWarning, match="ABP.set_iteration"):
+        abp.move_to(3)
+    assert abp.iteration == model.iteration == 3
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.builders.build_model"):
+        assert training.build_model is builders.build_model
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.runtime.restore_rng"):
+        assert checkpoint.restore_rng is runtime.restore_rng
+    # still without a warning in this release (code outside the package uses them)
+    assert psg.Encoder is encoding.Encoder is training.Encoder is CodeInference
+    assert psg.make_encoder is training.make_encoder is make_inference
+    assert psg.encode_dataset is encoding.encode_dataset is infer_codes
+    assert training.load_run is load_run

@@ -8,7 +8,7 @@ import pyro_sparsegen as psg
 
 def sparse_mlp(image_shape, config):
     """The README's plain Pyro function: the package's generator written by hand."""
-    d, device = config.network.latent_dim, psg.training.resolve_device(config.device)
+    d, device = config.network.latent_dim, psg.runtime.resolve_device(config.device)
     decoder = psg.MLPGenerator(d, image_shape, hidden=config.network.hidden,
                                input_norm=config.network.input_norm).to(device)
     annealed = psg.Annealed(config.build_schedule(), device=device)

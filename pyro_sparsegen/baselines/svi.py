@@ -1,9 +1,11 @@
 """Training loop of the amortised baselines: stochastic variational inference on the model's
 own loss (``model.loss()``), encoder and generator together, one Adam step per mini-batch.
 
-Writes the same run folder as :func:`pyro_sparsegen.training.train`: ``checkpoint.h5`` (same
-format; :func:`~pyro_sparsegen.training.load_run` rebuilds the baseline), ``metrics.csv`` with
-the ABP loop's columns, and the same figures. Resumes exactly with ``resume=True``.
+Trained in the loop ABP trains in (:class:`~pyro_sparsegen.loop.Run`, through the
+:class:`SVILearner`), so a run writes the same run folder as :func:`pyro_sparsegen.train`:
+``checkpoint.h5`` (same format; :func:`~pyro_sparsegen.load_run` rebuilds the baseline),
+``metrics.csv`` with the ABP loop's columns, and the same figures. Resumes exactly with
+``resume=True``.
 
 By default a run has ``config.optim.epochs`` epochs. With ``early_stopping`` (an
 :class:`EarlyStopping`) it is as long as the ELBO on a validation split carved from the
@@ -15,15 +17,17 @@ baselines' own recommended settings (what a fair comparison trains them with).
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .. import checkpoint as ckpt
-from .. import training
+from .. import builders
+from ..abp import TrainingError
 from ..config import ConfigError, TrainConfig, likelihood_scale
+from ..encoding import CodeInference
+from ..loop import Run
+from ..runtime import distributed, forked_rng
+from ..training import write_figures
 from .vae import BetaVAE
 from .vsc import VSC
 
@@ -125,12 +129,11 @@ def plateau(losses, min_epochs, stopping):
 
 @torch.no_grad()
 def validation_loss(model, loss_fn, data, batch_size, device, seed):
-    """``-ELBO`` per image on ``data``, with the ELBO's draws seeded by ``seed`` (the same
-    draws every epoch, and the training RNG streams untouched)."""
-    device = torch.device(device)
-    devices = [device.index or 0] if device.type == "cuda" else []
+    """``-ELBO`` per image on ``data`` (moved to ``device``, where ``model`` is), with the
+    ELBO's draws seeded by ``seed`` (the same draws every epoch, and the training RNG streams
+    untouched)."""
     total = 0.0
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(model):
         torch.manual_seed(seed)
         for _, x in data.batches(batch_size):
             total += loss_fn(model, model.guide, x.to(device)).item()
@@ -151,7 +154,7 @@ def build_baseline(kind, config: TrainConfig, image_shape, total_iterations, **o
     if cls is VSC:
         options.setdefault("warmup_iterations", int(0.1 * total_iterations))
         options.setdefault("anneal_iterations", max(1, int(total_iterations)))
-    network = training.build_network(config, image_shape)
+    network = builders.build_network(config, image_shape)
     try:
         return cls(network, noise_scale=likelihood_scale(config.network.noise_scale,
                                                           image_shape),
@@ -171,19 +174,46 @@ def _check_options(model, kind, options):
             raise ConfigError(f"resume: the checkpoint has {name}={saved!r}, not {value!r}")
 
 
-def _step(model, loss_fn, optimizer, x):
-    """One SVI step on the images ``x``; returns ``(-ELBO per image, MSE of the codes)``."""
-    with torch.no_grad():
-        mse = ((model.network(model.encode(x)) - x) ** 2).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, model.guide, x) / x.shape[0]
-    if not torch.isfinite(loss):
-        raise training.TrainingError(f"non-finite training loss ({loss.item()}) at iteration "
-                                     f"{model.iteration}; weights were not updated")
-    loss.backward()
-    optimizer.step()
-    model.iteration += 1
-    return loss.item(), mse.item()
+class SVILearner:
+    """An amortised baseline trained by SVI, as the loop's :class:`~pyro_sparsegen.loop.Learner`:
+    one Adam step per mini-batch on the model's own loss (``model.loss()``), encoder and
+    generator together; its steps check themselves (a non-finite loss raises
+    :class:`~pyro_sparsegen.TrainingError` before any update)."""
+
+    transaction = None
+
+    def __init__(self, model, config: TrainConfig):
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr,
+                                          betas=(config.optim.beta1, config.optim.beta2))
+        self.loss_fn = model.loss()
+
+    @property
+    def iteration(self):
+        return self.model.iteration
+
+    def step(self, x):
+        """One SVI step on the images ``x``: ``-ELBO`` and the codes' MSE summed over them."""
+        model = self.model
+        with torch.no_grad():
+            mse = ((model.network(model.encode(x)) - x) ** 2).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(model, model.guide, x) / x.shape[0]
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite training loss ({loss.item()}) at iteration "
+                                f"{model.iteration}; weights were not updated")
+        loss.backward()
+        self.optimizer.step()
+        model.iteration += 1
+        n = x.shape[0]
+        return {"loss": loss.item() * n, "mse": mse.item() * n, "images": n}
+
+    def state_dict(self):
+        """``{"optimizer": the Adam state dict}``."""
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, states):
+        self.optimizer.load_state_dict(states["optimizer"])
 
 
 def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_data=None,
@@ -208,109 +238,75 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
         ``validation_fraction`` of ``train_data``, which the model then does not train on).
     :param options: the model's own options (``beta``, ``encoder_hidden`` for the β-VAE;
         ``alpha``, ``c_start``, ``c_end``, ``warmup_iterations``, ... for VSC).
-    :return: :class:`~pyro_sparsegen.training.TrainResult`
+    :return: :class:`~pyro_sparsegen.loop.TrainResult`
     """
     cls = _model_class(kind)
     config.validate()
     stopping = _stopping(early_stopping)
-    if training.distributed_context()[0] is not None:
+    if distributed() is not None:
         raise ConfigError("the SVI baselines train in one process; run them without torchrun")
-    device = training.resolve_device(config.device)
-    train_data, test_data = training.load_splits(config, train_data, test_data)
     min_epochs = config.optim.epochs
-    run_config = config
+    run_config, hold_out = config, None
     if stopping is not None:
         run_config = TrainConfig.from_dict(config.to_dict())
         run_config.optim.epochs = max(stopping.max_epochs, min_epochs)
         if validation_data is None:
-            train_data, validation_data = split_validation(
-                train_data, stopping.validation_fraction, config.seed)
-    out_dir = os.fspath(out_dir)
-    path = os.path.join(out_dir, training.CHECKPOINT)
-    iterations_per_epoch = math.ceil(len(train_data) / config.optim.batch_size)
-    extra = {"baseline": kind}
+            def hold_out(data):
+                return split_validation(data, stopping.validation_fraction, config.seed)
+    run = Run(run_config, out_dir, train_data=train_data, test_data=test_data,
+              hold_out=hold_out, param_store=False, watch_collapse=False)
+    validation_data = run.validation_data if validation_data is None else validation_data
+    run.extra = extra = {"baseline": kind}
     if stopping is not None:
         extra["early_stopping"] = {**stopping.to_dict(), "min_epochs": min_epochs}
 
-    if resume:
-        state = ckpt.load(path)
-        training.check_resumable(state, config, train_data.image_shape)
-        model = state.build_model(device)
+    def rebuild(state, device):
+        model = builders.rebuild_model(state, device)
         if type(model) is not cls:
-            raise ConfigError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise ConfigError(f"{run.path} holds a {type(model).__name__}, not a {cls.__name__}")
         _check_options(model, kind, options)
         saved = {k: v for k, v in state.extra.get("early_stopping", {}).items()
                  if k not in ("stopped", "epochs")}
         if saved != extra.get("early_stopping", {}):
             raise ConfigError(f"resume: the checkpoint was trained with early_stopping="
                               f"{saved or None}, not {extra.get('early_stopping')}")
-        progress_state, metrics = state.progress, state.metrics
-    else:
-        os.makedirs(out_dir, exist_ok=True)
-        if not os.access(out_dir, os.W_OK):
-            raise ConfigError(f"{out_dir}: output folder is not writable")
-        training.seed_everything(config.seed)
-        model = build_baseline(kind, config, train_data.image_shape,
-                               iterations_per_epoch * min_epochs, **options).to(device)
-        progress_state, metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr,
-                                 betas=(config.optim.beta1, config.optim.beta2))
-    if resume:
-        if state.optimizer_state is not None:
-            optimizer.load_state_dict(state.optimizer_state)
-        ckpt.restore_rng(state.rng)
-    loss_fn = model.loss()
-    saved_config = run_config
+        return model
 
-    def save(epoch, batch_in_epoch, sums):
-        prog = {"epoch": epoch, "iteration": model.iteration, "batch_in_epoch": batch_in_epoch,
-                "epoch_sums": sums}
-        ckpt.save(path, model=model, config=saved_config.to_dict(), optimizer=optimizer,
-                  progress=prog, metrics=metrics, extra=extra)
-
-    def step(x):
-        loss, mse = _step(model, loss_fn, optimizer, x)
-        return {"loss": loss * x.shape[0], "mse": mse * x.shape[0], "images": x.shape[0]}
+    model = run.start(resume, rebuild=rebuild, build=lambda: build_baseline(
+        kind, config, run.train_data.image_shape, run.iterations_per_epoch * min_epochs,
+        **options))
+    learner = SVILearner(model, config)
+    run.restore(learner)
+    encoder = CodeInference(model, None)
 
     def end_epoch(epoch, sums):
-        extra_columns = {"train_loss": sums["loss"] / max(sums["images"], 1)}
+        columns = {"train_loss": sums["loss"] / max(sums["images"], 1)}
         if stopping is not None:
-            extra_columns["val_loss"] = validation_loss(
-                model, loss_fn, validation_data, config.optim.batch_size, device, config.seed)
-            extra_columns["lr"] = optimizer.param_groups[0]["lr"]
-        row = training.epoch_row(model, training.Encoder(model, None), config, test_data,
-                                 device, epoch, sums,
-                                 extra={**extra_columns, **model.annealing_state()})
-        metrics.append(row)
-        training.rewrite_csv(os.path.join(out_dir, training.METRICS), metrics)
+            columns["val_loss"] = validation_loss(model, learner.loss_fn, validation_data,
+                                                  config.optim.batch_size, run.device,
+                                                  config.seed)
+            columns["lr"] = learner.optimizer.param_groups[0]["lr"]
+        row = run.record(learner, encoder, epoch, sums,
+                         extra={**columns, **model.annealing_state()})
         return {"loss": f"{row['train_loss']:.1f}", "mse": f"{row['test_mse']:.4f}",
                 "inactive": f"{row['inactive_fraction_threshold']:.2f}"}
 
-    fresh_sums = {"mse": 0.0, "loss": 0.0, "images": 0, "seconds": 0.0}
-
     def epochs(progress_state, until):
-        bar = tqdm(total=run_config.optim.epochs * iterations_per_epoch, initial=model.iteration,
-                   disable=not progress, desc=kind, unit="batch", dynamic_ncols=True)
-        return training.run_epochs(
-            model, run_config, train_data, step, end_epoch, save, progress_state=progress_state,
-            fresh_sums=fresh_sums, bar=bar, device=device, stop_after=until)
+        return run.epochs(learner, end_epoch, progress_state=progress_state, until=until,
+                          progress=progress, desc=kind)
 
     if stopping is None:
-        epoch, interrupted = epochs(progress_state, stop_after)
+        epoch, interrupted = epochs(run.progress, stop_after)
     else:
         epoch, interrupted = _train_until_plateau(
-            epochs, progress_state, metrics, optimizer, config, stopping, stop_after)
+            epochs, run.progress, run.metrics, learner.optimizer, config, stopping, stop_after)
         if not interrupted and (stop_after is None or epoch < stop_after):
             # finished: the checkpoint records the epochs the run had
-            saved_config = TrainConfig.from_dict(config.to_dict())
-            saved_config.optim.epochs = epoch
+            run.saved_config = TrainConfig.from_dict(config.to_dict())
+            run.saved_config.optim.epochs = epoch
             extra["early_stopping"].update(epochs=epoch, stopped=epoch < run_config.optim.epochs)
-            save(epoch, 0, dict(fresh_sums))
-    done = epoch >= saved_config.optim.epochs
-    if figures and not interrupted and done:
-        training.write_figures(model, training.Encoder(model, None), test_data, metrics,
-                               out_dir, saved_config, device)
-    return training.TrainResult(model, metrics, path, interrupted)
+            run.save(learner, epoch, 0, dict(run.FRESH_SUMS))
+    return run.finish(epoch, interrupted, write_figures if figures else None, encoder)
 
 
 def _stopping(early_stopping):

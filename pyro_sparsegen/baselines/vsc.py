@@ -37,7 +37,7 @@ from torch.distributions.utils import broadcast_all, lazy_property
 from torch.nn import functional as F
 
 from .. import schedules
-from ..distributions import SpikeAndSlab
+from ..distributions import SpikeAndSlab, is_included
 from .encoders import AmortizedGenerator
 
 
@@ -282,7 +282,7 @@ class VSC(AmortizedGenerator):
         """``mu * 1[gamma >= 0.5]``, ``[images, latent_dim]``, exactly zero where the gate is
         off."""
         gamma, loc, _ = self.recognition(self._images(x, None))
-        return torch.where(gamma >= 0.5, loc, torch.zeros_like(loc))
+        return torch.where(is_included(gamma), loc, torch.zeros_like(loc))
 
     def loss(self):
         return VSCLoss()

@@ -1,0 +1,3 @@
+"""The package version (imports nothing)."""
+
+VERSION = "0.2.0"
