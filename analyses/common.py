@@ -45,7 +45,7 @@ from pyro_sparsegen import evaluation as ev  # noqa: E402
 from pyro_sparsegen.diagnostics import format_number, markdown_table  # noqa: E402
 from pyro_sparsegen.distributions import ACTIVE_THRESHOLD  # noqa: E402, F401 (the scripts')
 from pyro_sparsegen.errors import first_line  # noqa: E402
-from pyro_sparsegen.training import resolve_device  # noqa: E402
+from pyro_sparsegen.runtime import resolve_device  # noqa: E402
 
 MODEL_KEYS = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
 BASELINE_KINDS = ("beta_vae", "vsc")
@@ -177,8 +177,8 @@ def device_of(name):
     if not (name in ("auto", "cpu", "cuda") or name.startswith("cuda:")):
         raise AnalysisError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
     try:
-        return resolve_device(name)
-    except psg.ConfigError as e:
+        return resolve_device(name, error=AnalysisError)
+    except AnalysisError as e:
         raise AnalysisError(f"--device {name}: {e}") from None
 
 

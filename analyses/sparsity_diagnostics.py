@@ -45,10 +45,10 @@ def run_model_and_data(run_dir, data_spec, split, num_images, device, seed):
     """The trained model of a run folder and ``num_images`` images of its (or the given)
     data, a seeded class-spread subset (data files are often sorted by class)."""
     try:
-        from pyro_sparsegen.training import load_run
+        from pyro_sparsegen.builders import load_run
         from pyro_sparsegen.data import load_data
     except ImportError as e:
-        sys.exit(f"sparsity_diagnostics: loading runs needs pyro_sparsegen.training.load_run "
+        sys.exit(f"sparsity_diagnostics: loading runs needs pyro_sparsegen.builders.load_run "
                  f"and pyro_sparsegen.data.load_data, not available here ({e})")
     try:
         model, config, state = load_run(run_dir, device=device)

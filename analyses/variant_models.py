@@ -32,7 +32,7 @@ class LaplaceGenerator(psg.SparseGenerator):
 def _parts(image_shape, config):
     """``(decoder, likelihood scale, latent size, Annealed)`` from the run's config, on the
     run's device (``config.device``, resolved by the learner)."""
-    net, device = config.network, psg.training.resolve_device(config.device)
+    net, device = config.network, psg.runtime.resolve_device(config.device, error=psg.ConfigError)
     decoder = psg.MLPGenerator(net.latent_dim, image_shape, hidden=net.hidden,
                                input_norm=net.input_norm).to(device)
     sigma = psg.likelihood_scale(net.noise_scale, image_shape)

@@ -29,16 +29,25 @@ from .training import train
 
 from . import baselines, evaluation
 
-# the names of the previous layout (deprecated: they go in the next release)
-Encoder, make_encoder, encode_dataset = CodeInference, make_inference, infer_codes
+# the names of the previous layout: deprecated aliases for one release
+_MOVED = {"Encoder": ("pyro_sparsegen.encoding", "CodeInference"),
+          "make_encoder": ("pyro_sparsegen.encoding", "make_inference"),
+          "encode_dataset": ("pyro_sparsegen.encoding", "infer_codes")}
+
+
+def __getattr__(name):
+    from .errors import moved
+
+    return moved(__name__, name, _MOVED)
+
 
 __all__ = [
     "ABP", "Annealed", "CheckpointError", "CodeInference", "ConfigError", "ConvGenerator",
-    "DataError", "Encoder", "FunctionModel", "ImageData", "LangevinInfo", "LangevinState",
+    "DataError", "FunctionModel", "ImageData", "LangevinInfo", "LangevinState",
     "MLPGenerator", "ShortRunLangevin", "SparseGenerator", "SpikeAndSlab", "StepResult",
     "TrainConfig", "TrainingError", "__version__", "baselines", "builders", "checkpoint",
-    "diagnostics", "encode_dataset", "evaluate", "evaluation", "infer", "infer_codes",
+    "diagnostics", "evaluate", "evaluation", "infer", "infer_codes",
     "langevin_init", "langevin_step", "likelihood_scale", "load_codes", "load_data", "load_run",
-    "loop", "make_encoder", "make_inference", "monitor", "plots", "runtime", "save_codes",
+    "loop", "make_inference", "monitor", "plots", "runtime", "save_codes",
     "schedules", "train", "training",
 ]

@@ -256,16 +256,11 @@ def load(path):
     return Checkpoint(path)
 
 
-_MOVED = {"restore_rng": "runtime", "RNG_RESTORERS": "runtime"}
+_MOVED = {name: (f"{__package__}.runtime", name) for name in ("restore_rng", "RNG_RESTORERS")}
 
 
 def __getattr__(name):
     """The names that moved to :mod:`pyro_sparsegen.runtime`, as deprecated aliases."""
-    if name in _MOVED:
-        import importlib
-        import warnings
+    from .errors import moved
 
-        warnings.warn(f"pyro_sparsegen.checkpoint.{name} is deprecated: use "
-                      f"pyro_sparsegen.{_MOVED[name]}.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved(__name__, name, _MOVED)

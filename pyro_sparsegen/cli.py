@@ -309,7 +309,7 @@ def cmd_reconstruct(args):
     from .data import load_data
     from .encoding import make_inference
     from .evaluation import add_noise
-    from .training import reconstructions
+    from .figures import reconstructions
 
     _positive("--num", args.num)
     _positive("--noise", args.noise, allow_zero=True)

@@ -137,5 +137,12 @@ def load_codes(path):
         return {k: f[k][()] for k in f}, dict(f.attrs)
 
 
-# the names of the previous layout, kept for one release (they become deprecated aliases)
-Encoder, make_encoder, encode_dataset = CodeInference, make_inference, infer_codes
+# the names of the previous layout: deprecated aliases for one release
+_MOVED = {"Encoder": (__name__, "CodeInference"), "make_encoder": (__name__, "make_inference"),
+          "encode_dataset": (__name__, "infer_codes")}
+
+
+def __getattr__(name):
+    from .errors import moved
+
+    return moved(__name__, name, _MOVED)

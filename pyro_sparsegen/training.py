@@ -4,25 +4,22 @@ metrics, figures, Ctrl-C, resume and torch.distributed), its steps checked on th
 rolled back by a :class:`~pyro_sparsegen.loop.RollbackTransaction`.
 
 The run's pieces come from :mod:`pyro_sparsegen.builders`, the held-out figures and the
-collapse watch from :mod:`pyro_sparsegen.monitor`; the run's figures are written here
-(:func:`write_figures`).
+collapse watch from :mod:`pyro_sparsegen.monitor`, the run's figures from
+:mod:`pyro_sparsegen.figures`.
 """
 
-import os
 
 import pyro
-import torch
 
 from . import builders
 from .abp import ABP, TrainingError
 from .config import TrainConfig
-from .distributions import ACTIVE_THRESHOLD
-from .encoding import CodeInference, infer_codes
+from .encoding import CodeInference
+from .figures import write_figures
 from .loop import RollbackTransaction, Run, TrainResult
-from .metrics import active_mask, per_image_mse
+from .metrics import per_image_mse
 
-__all__ = ["ABPLearner", "TrainResult", "TrainingError", "reconstructions", "train",
-           "write_figures"]
+__all__ = ["ABPLearner", "TrainResult", "TrainingError", "train"]
 
 
 class ABPLearner:
@@ -130,43 +127,6 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
     return run.finish(epoch, interrupted, write_figures if figures else None, encoder)
 
 
-# -- the run's figures (their plotting is :mod:`pyro_sparsegen.plots`') ----------------------
-@torch.no_grad()
-def reconstructions(model, encoder, x, *, threshold=ACTIVE_THRESHOLD, observed=None):
-    """``(g(z), g(z with every |z| <= threshold set to 0))`` for the codes ``encoder``
-    infers from ``observed`` (default ``x``, e.g. a noisy copy of it)."""
-    with torch.enable_grad():  # the Langevin run differentiates the log density
-        z = encoder(x if observed is None else observed)
-    active, _ = active_mask(model, z, threshold)
-    return model.decode(z), model.decode(z * active)
-
-
-def write_figures(model, encoder, data, metrics, out_dir, config, device, num=16):
-    """Training curves, reconstructions, prior samples and the code-usage chart."""
-    from . import plots
-
-    model.eval()
-    rows = data.spread_rows(num)  # split files are often sorted by class
-    x = data.batch(rows).to(device)
-    recon, zeroed = reconstructions(model, encoder, x, threshold=config.threshold)
-    samples, _ = model.generate(num)
-    out = {
-        "curves": plots.plot_training_curves(metrics, os.path.join(out_dir, "training_curves.png")),
-        "reconstructions": plots.plot_image_grid(
-            [x.cpu(), recon.cpu(), zeroed.cpu()], os.path.join(out_dir, "reconstructions.png"),
-            titles=["test images", "reconstructions", "inactive coordinates zeroed"]),
-        "samples": plots.plot_image_grid([samples[i::2].cpu() for i in range(2)],
-                                         os.path.join(out_dir, "samples.png"),
-                                         titles=["samples from the prior", ""]),
-    }
-    codes = infer_codes(model, data, encoder, threshold=config.threshold,
-                        batch_size=config.optim.batch_size, device=device, limit=1000)
-    usage = codes["active"].mean(0)
-    out["code_usage"] = plots.plot_code_usage(usage, os.path.join(out_dir, "code_usage.png"),
-                                              title="fraction of test images using each dimension")
-    return out
-
-
 # -- the names of the previous layout ---------------------------------------------------------
 _MOVED = {
     "resolve_device": "runtime", "seed_everything": "runtime", "rank_seed": "runtime",
@@ -180,24 +140,18 @@ _MOVED = {
     "CollapseWatch": "monitor", "CollapseWarning": "monitor",
     "run_epochs": "loop", "READ_EVERY": "loop",
     "CHECKPOINT": "checkpoint", "BEST": "checkpoint", "METRICS": "checkpoint",
-    "Encoder": "encoding", "make_encoder": "encoding",
+    "reconstructions": "figures", "write_figures": "figures",
 }
-# used by code that moves after this release's merge (analyses/): no warning yet
-_QUIET = {"Encoder", "make_encoder", "resolve_device", "load_run"}
 
 
 def __getattr__(name):
     """The names that moved out of this module, as deprecated aliases for one release."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import warnings
+    from .errors import moved
 
-    home = _MOVED[name]
-    if name not in _QUIET:
-        warnings.warn(f"pyro_sparsegen.training.{name} is deprecated: use "
-                      f"pyro_sparsegen.{home}.{name}", DeprecationWarning, stacklevel=2)
-    value = getattr(importlib.import_module(f"{__package__}.{home}"), name)
+    aliases = {k: (f"{__package__}.{home}", k) for k, home in _MOVED.items()}
+    aliases.update(Encoder=(f"{__package__}.encoding", "CodeInference"),
+                   make_encoder=(f"{__package__}.encoding", "make_inference"))
+    value = moved(__name__, name, aliases)
     if name == "resolve_device":  # this module's raised ConfigError
         import functools
 

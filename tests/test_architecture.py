@@ -24,7 +24,8 @@ RUN_LAYER = {
     "encoding": {"abp", "builders", "files", "metrics"},
     "monitor": {"abp", "checkpoint", "encoding", "files", "metrics"},
     "loop": {"abp", "builders", "checkpoint", "files", "monitor", "runtime"},
-    "training": {"abp", "builders", "encoding", "loop", "metrics", "plots"},
+    "figures": {"encoding", "metrics", "plots"},
+    "training": {"abp", "builders", "encoding", "figures", "loop", "metrics"},
 }
 
 

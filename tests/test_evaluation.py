@@ -309,19 +309,19 @@ def test_sparsified_samples_decode_codes_with_exact_zeros():
 
 # -- the command line follows the same noise protocol ------------------------------------------
 def test_cli_reconstruct_noise_is_unclipped_unless_asked(tmp_path, monkeypatch):
-    from pyro_sparsegen import cli, training
+    from pyro_sparsegen import cli, figures
 
     run = tmp_path / "run"
     assert cli.main(["train", "--out", str(run), "--data", "digits", "--epochs", "1",
                      "--latent-dim", "4", "--num-steps", "3", "--eval-images", "20",
                      "--batch-size", "200", "--quiet", "--device", "cpu"]) == 0
-    seen, original = [], training.reconstructions
+    seen, original = [], figures.reconstructions
 
     def spy(model, encoder, x, **kwargs):
         seen.append(kwargs["observed"])
         return original(model, encoder, x, **kwargs)
 
-    monkeypatch.setattr(training, "reconstructions", spy)
+    monkeypatch.setattr(figures, "reconstructions", spy)
     for extra in ([], ["--clip"]):
         assert cli.main(["reconstruct", str(run), "--noise", "0.5", "--num", "8", "--out",
                          str(tmp_path / "r.png"), "--device", "cpu", *extra]) == 0

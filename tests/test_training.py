@@ -444,8 +444,11 @@ def test_the_previous_layouts_names_are_aliases_of_the_new_ones():
         assert training.build_model is builders.build_model
     with pytest.warns(DeprecationWarning, match="pyro_sparsegen.runtime.restore_rng"):
         assert checkpoint.restore_rng is runtime.restore_rng
-    # still without a warning in this release (code outside the package uses them)
-    assert psg.Encoder is encoding.Encoder is training.Encoder is CodeInference
-    assert psg.make_encoder is training.make_encoder is make_inference
-    assert psg.encode_dataset is encoding.encode_dataset is infer_codes
-    assert training.load_run is load_run
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.encoding.CodeInference"):
+        assert psg.Encoder is encoding.Encoder is training.Encoder is CodeInference
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.encoding.make_inference"):
+        assert psg.make_encoder is training.make_encoder is make_inference
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.encoding.infer_codes"):
+        assert psg.encode_dataset is encoding.encode_dataset is infer_codes
+    with pytest.warns(DeprecationWarning, match="pyro_sparsegen.builders.load_run"):
+        assert training.load_run is load_run

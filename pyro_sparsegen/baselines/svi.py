@@ -27,7 +27,7 @@ from ..config import ConfigError, TrainConfig, likelihood_scale
 from ..encoding import CodeInference
 from ..loop import Run
 from ..runtime import distributed, forked_rng
-from ..training import write_figures
+from ..figures import write_figures
 from .vae import BetaVAE
 from .vsc import VSC
 

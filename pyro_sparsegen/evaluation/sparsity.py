@@ -18,6 +18,7 @@ import xarray as xr
 
 from .. import diagnostics
 from ..distributions import ACTIVE_THRESHOLD, is_included
+from ..encoding import infer_codes
 from .adapters import seeded
 
 THRESHOLD = ACTIVE_THRESHOLD  # its earlier name here, kept as an alias
@@ -36,7 +37,6 @@ def dataset_codes(model, encoder, data, *, threshold=ACTIVE_THRESHOLD, batch_siz
     # The package's loop over a data set by its public name (the analysis layer knows the
     # public API, not the run layer's modules); looked up at call time because the package's
     # __init__ binds the name after importing this subpackage.
-    from .. import infer_codes
 
     with seeded(seed, device):
         return infer_codes(model, data, encoder, threshold=threshold, batch_size=batch_size,
