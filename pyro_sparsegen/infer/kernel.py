@@ -1,6 +1,6 @@
 """``ShortRunLangevin``: the Pyro ``MCMCKernel`` adapter, and the fast calls ``infer`` and
 ``sample_chains``, on top of the functional core (:mod:`.core`), the target (:mod:`.target`),
-the derived dynamics (:mod:`.derived`) and step-size adaptation (:mod:`.adaptation`)."""
+the transition bound to it (:mod:`.transition`) and step-size adaptation (:mod:`.adaptation`)."""
 
 import math
 import numbers
@@ -14,7 +14,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from . import adaptation
 from .core import MAX_ENERGY_ERROR, Options, draw_randoms
-from .derived import Dynamics
+from .transition import Transition
 from .target import ModelTarget, PotentialTarget
 
 INITS = ("zeros", "prior", "normal")
@@ -174,14 +174,14 @@ class ShortRunLangevin(MCMCKernel):
         self.last_run = None
         self.chain_stats = []
         self._targets = {}
-        self._dynamics = {}
+        self._transitions = {}
         self._initial_params = None
         self._reset()
         super().__init__()
 
     def __getstate__(self):  # derived graphs do not pickle (MCMC runs chains in processes)
         state = self.__dict__.copy()
-        state["_targets"], state["_dynamics"], state["_mcmc"] = {}, {}, None
+        state["_targets"], state["_transitions"], state["_mcmc"] = {}, {}, None
         state["_state"] = state["_returned"] = None
         return state
 
@@ -233,51 +233,59 @@ class ShortRunLangevin(MCMCKernel):
                        precondition=self.prior_step == "semi-implicit", crossing=crossing,
                        max_energy_error=self.max_energy_error)
 
-    def dynamics(self, target, args=(), kwargs=None):
-        """The :class:`~pyro_sparsegen.infer.derived.Dynamics` of a target, bound to args."""
+    def transition(self, target, args=(), kwargs=None):
+        """The :class:`~pyro_sparsegen.infer.transition.Transition` of a target (built once per
+        target and settings), bound to these model arguments."""
         options = self.options(target)
         key = (id(target), options, self.compile, self.derive)
-        dyn = self._dynamics.get(key)
+        dyn = self._transitions.get(key)
         if dyn is None or dyn.target is not target:
-            dyn = Dynamics(target, options, derive=self.derive, compile=self.compile)
-            if len(self._dynamics) >= 8:
-                self._dynamics.pop(next(iter(self._dynamics)))
-            self._dynamics[key] = dyn
+            dyn = Transition(target, options, derive=self.derive, compile=self.compile)
+            if len(self._transitions) >= 8:
+                self._transitions.pop(next(iter(self._transitions)))
+            self._transitions[key] = dyn
         dyn.bind(args, kwargs or {})
         return dyn
+
+    dynamics = transition  # the former name
+
+    @property
+    def _dynamics(self):  # the former name of the cache (benchmarks/kernel_step.py reads it)
+        return self._transitions
 
     def graph_went_stale(self):
         """A caller of ``infer(sync=False)`` found a run's check failed: every derived graph
         is derived again (and given up after a second time)."""
-        for dyn in self._dynamics.values():
+        for dyn in self._transitions.values():
             if dyn.using_graph:
                 dyn.mismatch_found()
 
     def _start(self, target, init, args, kwargs):
         if init == "prior":
             return target.prior_free(args, kwargs)
-        position, glob = target.zeros()
+        position, global_position = target.zeros()
         if init == "normal":
-            position, glob = torch.randn_like(position), torch.randn_like(glob)
-        return position, glob
+            position, global_position = torch.randn_like(position), \
+                torch.randn_like(global_position)
+        return position, global_position
 
     def _step_sizes(self, target, dyn, state):
         """Per-chain step sizes ``[*R, N]`` and the global block's ``[*R]``, the latter scaled
         to the block's curvature so that the explicit step is stable there."""
         lead = state.position.shape[:-1]
         local = torch.full(lead, self.step_size, dtype=target.dtype, device=target.device)
-        glob = torch.full(lead[:-1], self.step_size, dtype=target.dtype, device=target.device)
+        step = torch.full(lead[:-1], self.step_size, dtype=target.dtype, device=target.device)
         if target.global_size:
             curvature = self._global_curvature(target, dyn, state)
-            glob = torch.minimum(glob, curvature.clamp(min=1e-12).rsqrt())
-        return local, glob
+            step = torch.minimum(step, curvature.clamp(min=1e-12).rsqrt())
+        return local, step
 
     def _global_curvature(self, target, dyn, state):
         """``[*R]``: the largest diagonal curvature ``-d2 log p / dg2`` of the global block,
         by finite differences of the gradient (exact per coordinate for up to 4 coordinates,
         else from one Rademacher probe)."""
         density = dyn.density_fn(*dyn._rebuild(dyn._tensors))
-        g, grad = state.glob, state.density.grad_global
+        g, grad = state.global_position, state.density.grad_global
         h = 1e-3 * (1.0 + g.abs())
         size = target.global_size
         with torch.no_grad():
@@ -295,6 +303,25 @@ class ShortRunLangevin(MCMCKernel):
                 kappa = (-(moved - grad) * v / h)
         return kappa.nan_to_num(nan=0.0, posinf=1e30).amax(-1)
 
+    # -- warm-up adaptation --
+    def _adaptation(self, steps):
+        """Dual averaging of both blocks' step sizes from ``steps = (local, global)``, or
+        ``None`` when the kernel does not adapt."""
+        if not self.adapt_step_size:
+            return None
+        return tuple(adaptation.dual_averaging_init(s) for s in steps)
+
+    def _adapted(self, adapt, info, final):
+        """One warm-up update from a transition's acceptance: ``(adapt, (local, global) step
+        sizes)``; on the ``final`` warm-up transition the averaged iterates, kept from then
+        on."""
+        probs = (info.accept_prob, info.global_accept_prob)
+        adapt = tuple(adaptation.dual_averaging_update(a, p, self.target_accept_prob)
+                      for a, p in zip(adapt, probs))
+        steps = tuple(adaptation.dual_averaging_final(a) if final else a.step_size
+                      for a in adapt)
+        return adapt, steps
+
     # -- the fast call --
     def log_density(self, latents, *args, **kwargs):
         """``(log density, log-likelihood)`` per chain (``[*R, N]``) at constrained
@@ -309,8 +336,8 @@ class ShortRunLangevin(MCMCKernel):
             if replicas:
                 target = self.target(args, kwargs, replicas)
         free = target.unconstrain(latents) if hasattr(target, "unconstrain") else latents
-        position, glob = target.pack_free(free, replicas=replicas)
-        d = target.density(position, glob, args, kwargs)
+        position, global_position = target.pack_free(free, replicas=replicas)
+        d = target.density(position, global_position, args, kwargs)
         return d.local, d.observed
 
     def infer(self, *args, num_chains=None, sync=True, **kwargs):
@@ -327,9 +354,9 @@ class ShortRunLangevin(MCMCKernel):
         """
         replicas = 0 if num_chains is None else _check_int("num_chains", num_chains, 1)
         target = self.target(args, kwargs, replicas)
-        dyn = self.dynamics(target, args, kwargs)
-        position, glob = self._start(target, self.init or "zeros", args, kwargs)
-        state, mismatch = dyn.begin(position, glob)
+        dyn = self.transition(target, args, kwargs)
+        position, global_position = self._start(target, self.init or "zeros", args, kwargs)
+        state, mismatch = dyn.begin(position, global_position)
         local_step, global_step = self._step_sizes(target, dyn, state)
         options = dyn.options
         divergences = accept = None
@@ -347,7 +374,7 @@ class ShortRunLangevin(MCMCKernel):
         d = state.density
         self.last_run = RunStats(divergences, accept / self.num_steps, d.local, d.observed,
                                  mismatch)
-        return target.values(state.position, state.glob)
+        return target.values(state.position, state.global_position)
 
     def sample_chains(self, *args, num_chains=4, num_draws=200, warmup_steps=None, thin=1,
                       initial=None, **kwargs):
@@ -371,21 +398,15 @@ class ShortRunLangevin(MCMCKernel):
         warmup_steps = self.num_steps if warmup_steps is None else \
             _check_int("warmup_steps", warmup_steps, 0)
         target = self.target(args, kwargs, num_chains)
-        dyn = self.dynamics(target, args, kwargs)
+        dyn = self.transition(target, args, kwargs)
         if initial is None:
-            position, glob = self._start(target, self.init or "prior", args, kwargs)
+            position, global_position = self._start(target, self.init or "prior", args, kwargs)
         else:
-            position, glob = target.pack_free(target.unconstrain(
+            position, global_position = target.pack_free(target.unconstrain(
                 {k: v.detach() for k, v in initial.items()}))
-        state, mismatch = dyn.begin(position, glob)
-        if mismatch is not None and bool(mismatch):
-            dyn.mismatch_found()
-            state = dyn.init(position, glob)
+        state = dyn.start(position, global_position)
         local_step, global_step = self._step_sizes(target, dyn, state)
-        adapt = self.adapt_step_size and warmup_steps > 0
-        if adapt:
-            da_local = adaptation.dual_averaging_init(local_step)
-            da_global = adaptation.dual_averaging_init(global_step)
+        adapt = self._adaptation((local_step, global_step)) if warmup_steps > 0 else None
         options = dyn.options
         draws, stats = [], {k: [] for k in ("log_density", "log_likelihood", "accept_prob",
                                             "diverging", "step_size")}
@@ -394,31 +415,24 @@ class ShortRunLangevin(MCMCKernel):
             randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
             state, info = dyn.step(state, randoms, local_step, global_step)
             if i < warmup_steps:
-                if adapt:
-                    da_local = adaptation.dual_averaging_update(da_local, info.accept_prob,
-                                                                self.target_accept_prob)
-                    da_global = adaptation.dual_averaging_update(
-                        da_global, info.global_accept_prob, self.target_accept_prob)
-                    final = i == warmup_steps - 1
-                    local_step = adaptation.dual_averaging_final(da_local) if final else \
-                        da_local.step_size
-                    global_step = adaptation.dual_averaging_final(da_global) if final else \
-                        da_global.step_size
+                if adapt is not None:
+                    adapt, (local_step, global_step) = self._adapted(
+                        adapt, info, final=i == warmup_steps - 1)
                 continue
             j = (i - warmup_steps) % thin
             accept = info.accept_prob / thin if j == 0 else accept + info.accept_prob / thin
             diverging = info.diverging if j == 0 else diverging | info.diverging
             if j == thin - 1:
-                draws.append((state.position, state.glob))
+                draws.append((state.position, state.global_position))
                 stats["log_density"].append(state.density.local)
                 stats["log_likelihood"].append(state.density.observed)
                 stats["accept_prob"].append(accept)
                 stats["diverging"].append(diverging)
                 stats["step_size"].append(local_step)
         position = torch.stack([p for p, _ in draws], 1)  # [chains, draws, N, D]
-        glob = torch.stack([g for _, g in draws], 1)
+        g = torch.stack([g for _, g in draws], 1)
         flat = target.values(position.reshape(-1, *position.shape[2:]),
-                             glob.reshape(num_chains * num_draws, glob.shape[-1]))
+                             g.reshape(num_chains * num_draws, g.shape[-1]))
         samples = {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in flat.items()}
         out = {k: torch.stack(v, 1) for k, v in stats.items()}
         out["global_step_size"] = global_step
@@ -438,7 +452,7 @@ class ShortRunLangevin(MCMCKernel):
         self._reset()
         self._warmup_steps = warmup_steps
         target = self.target(args, kwargs)
-        dyn = self.dynamics(target, args, kwargs)
+        dyn = self.transition(target, args, kwargs)
         self.transforms = target.transforms
         self._mcmc = (target, dyn)
         if self._initial_params is None:
@@ -449,17 +463,13 @@ class ShortRunLangevin(MCMCKernel):
 
     def _begin_chain(self, params):
         target, dyn = self._mcmc
-        position, glob = target.pack_free({k: v.detach() for k, v in params.items()},
+        position, global_position = target.pack_free({k: v.detach() for k, v in params.items()},
                                           replicas=0)
-        state, mismatch = dyn.begin(position, glob)
-        if mismatch is not None and bool(mismatch):
-            dyn.mismatch_found()
-            state = dyn.init(position, glob)
+        state = dyn.start(position, global_position)
         if self._steps is None:
             self._steps = self._step_sizes(target, dyn, state)
-            if self.adapt_step_size and self._warmup_steps > 0:
-                self._adapt = (adaptation.dual_averaging_init(self._steps[0]),
-                               adaptation.dual_averaging_init(self._steps[1]))
+            if self._warmup_steps > 0:
+                self._adapt = self._adaptation(self._steps)
         return state
 
     def sample(self, params):
@@ -472,21 +482,13 @@ class ShortRunLangevin(MCMCKernel):
         self._t += 1
         if self._t <= self._warmup_steps:
             if self._adapt is not None:
-                da_local = adaptation.dual_averaging_update(self._adapt[0], info.accept_prob,
-                                                            self.target_accept_prob)
-                da_global = adaptation.dual_averaging_update(
-                    self._adapt[1], info.global_accept_prob, self.target_accept_prob)
-                self._adapt = (da_local, da_global)
-                if self._t == self._warmup_steps:  # frozen from here on
-                    self._steps = (adaptation.dual_averaging_final(da_local),
-                                   adaptation.dual_averaging_final(da_global))
-                else:
-                    self._steps = (da_local.step_size, da_global.step_size)
+                self._adapt, self._steps = self._adapted(
+                    self._adapt, info, final=self._t == self._warmup_steps)
         else:
             self._draws.append((info.accept_prob, info.diverging, self._steps[0]))
         self._refresh_logging(info)
         self._state = state
-        self._returned = target.unpack_free(state.position, state.glob)
+        self._returned = target.unpack_free(state.position, state.global_position)
         return self._returned
 
     def _refresh_logging(self, info):
