@@ -49,6 +49,13 @@ class Density(NamedTuple):
     - ``curvature_global``: ``[*R, G]`` or ``None``
     - ``log_scale_ratio``: ``[*R, N, D]`` ``log(slab scale / spike scale)`` of the
       scale-mixture coordinates (0 elsewhere), for the crossing move, or ``None``
+    - ``grad_observed``: ``[*R, N, D]`` gradient of ``observed`` w.r.t. ``position``, kept
+      by a tempered density (``None`` otherwise)
+
+    A *tempered* density at inverse temperature ``beta`` (``[*R, N]``, see
+    :mod:`pyro_sparsegen.infer.tempering`) has ``local = prior + beta * observed`` and ``grad``
+    its gradient, with ``observed`` and ``grad_observed`` untempered: moving a state to
+    another ``beta'`` adds ``(beta' - beta)`` times them, by arithmetic, without the model.
     """
 
     local: torch.Tensor
@@ -59,6 +66,7 @@ class Density(NamedTuple):
     curvature: Optional[torch.Tensor] = None
     curvature_global: Optional[torch.Tensor] = None
     log_scale_ratio: Optional[torch.Tensor] = None
+    grad_observed: Optional[torch.Tensor] = None
 
 
 class LangevinState(NamedTuple):
@@ -87,6 +95,7 @@ class LangevinInfo(NamedTuple):
     diverging: torch.Tensor  # [*R, N] any move of the transition diverged for this chain
     global_accept_prob: torch.Tensor  # [*R] of the global step (1 without one)
     crossing_accepted: torch.Tensor  # [*R, N] the crossing move was accepted
+    pair_accepted: Optional[torch.Tensor] = None  # [*R, N] the pair move was accepted
 
 
 class Randoms(NamedTuple):
@@ -99,6 +108,9 @@ class Randoms(NamedTuple):
     cross_log_u: Optional[torch.Tensor] = None  # [*R, N]
     eps_global: Optional[torch.Tensor] = None  # [*R, G]
     log_u_global: Optional[torch.Tensor] = None  # [*R]
+    pair_first: Optional[torch.Tensor] = None  # [*R, N] int64 coordinates the pair move swaps
+    pair_second: Optional[torch.Tensor] = None  # [*R, N] int64
+    pair_log_u: Optional[torch.Tensor] = None  # [*R, N]
 
 
 class Options(NamedTuple):
@@ -109,6 +121,8 @@ class Options(NamedTuple):
     precondition: bool = False  # the semi-implicit prior step
     crossing: bool = False
     max_energy_error: float = MAX_ENERGY_ERROR
+    pairs: bool = False  # the pair move between scale-mixture coordinates
+    tempered: bool = False  # the density takes an inverse temperature per chain
 
 
 def langevin_init(position, density_fn, global_position=None):
@@ -119,11 +133,16 @@ def langevin_init(position, density_fn, global_position=None):
     return LangevinState(position, global_position, density_fn(position, global_position))
 
 
-def draw_randoms(state, options, mixture_index=None, has_global=None):
+def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites=None):
     """:class:`Randoms` for one transition from ``state`` (the torch global generator).
 
     :param mixture_index: int64 ``[M]`` positions in ``dim`` of the scale-mixture coordinates,
         among which the crossing move picks one per chain.
+    :param pair_sites: ``(index, start, size)``, int64 ``[P]`` each: the positions in ``dim``
+        of the coordinates the pair move may swap and, for each, where its site's entries
+        begin in ``index`` and how many there are. The move picks one coordinate ``j``
+        uniformly and a second uniformly among the other coordinates of ``j``'s site (``j``
+        itself when it has none).
     """
     z = state.position
     lead = z.shape[:-1]
@@ -138,7 +157,20 @@ def draw_randoms(state, options, mixture_index=None, has_global=None):
     has_global = g.shape[-1] > 0 if has_global is None else has_global
     eps_g = torch.randn_like(g) if has_global and options.noise else None
     log_u_g = _log_uniform(g.shape[:-1], g) if has_global and options.metropolis else None
-    return Randoms(eps, log_u, *cross, eps_g, log_u_g)
+    pair = (None, None, None)
+    if options.pairs and pair_sites is not None and pair_sites[0].numel():
+        pair = _draw_pair(lead, z, *pair_sites)
+    return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair)
+
+
+def _draw_pair(lead, like, index, start, size):
+    """``(first, second, log_u)`` of the pair move: ``P(j, k) = 1 / (M (m - 1))`` with ``m``
+    the size of their site, the same for ``(k, j)`` (a symmetric proposal)."""
+    j = torch.randint(index.numel(), lead, device=like.device)
+    m = size[j]
+    offset = (torch.rand(lead, device=like.device, dtype=like.dtype) * (m - 1)).long()
+    k = start[j] + (j - start[j] + 1 + offset.clamp(max=(m - 2).clamp(min=0))) % m
+    return index[j], index[k], _log_uniform(lead, like)
 
 
 def _log_uniform(shape, like):
@@ -204,7 +236,8 @@ def _select(keep, new, old):
         curvature_global = pick(new.curvature_global, old.curvature_global, r)
     return Density(pick(new.local, old.local, r), shared, pick(new.observed, old.observed, r),
                    pick(new.grad, old.grad, r), grad_global, pick(new.curvature, old.curvature, r),
-                   curvature_global, pick(new.log_scale_ratio, old.log_scale_ratio, r))
+                   curvature_global, pick(new.log_scale_ratio, old.log_scale_ratio, r),
+                   pick(new.grad_observed, old.grad_observed, r))
 
 
 def _metropolis(ok, log_density_ratio, current, proposal, new_grad, new_curvature, step, eps,
@@ -272,6 +305,27 @@ def crossing_step(state, density_fn, index, up, log_u, *, max_energy_error=MAX_E
     return LangevinState(position, state.global_position, _select(accepted, new, d)), accepted, ~ok
 
 
+def pair_step(state, density_fn, first, second, log_u):
+    """A Metropolis move that swaps the values of two scale-mixture coordinates of one chain
+    (``first``, ``second``: ``[*R, N]`` positions in ``dim``), e.g. one twin of a pair of
+    near-duplicate dictionary columns for the other, which moves of one coordinate at a time
+    cannot do. The swap is an involution with Jacobian 1 and the pick symmetric
+    (:func:`draw_randoms`), so accepting with ``min(1, p(z') / p(z))`` keeps the target
+    exactly. ``first == second`` leaves the chain where it is.
+
+    :return: ``(state, accepted, diverging)``
+    """
+    z, d = state.position, state.density
+    i, j = first.unsqueeze(-1), second.unsqueeze(-1)
+    proposal = z.scatter(-1, i, z.gather(-1, j)).scatter(-1, j, z.gather(-1, i))
+    new = density_fn(proposal, state.global_position)
+    ok = _ok(new.local, d.local, new.grad.sum(-1), math.inf)  # a rejection, as crossing's
+    accepted = ok & (log_u < new.local - d.local)
+    position = torch.where(accepted.unsqueeze(-1), proposal, z)
+    return LangevinState(position, state.global_position, _select(accepted, new, d)), \
+        accepted, ~ok
+
+
 def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
                 max_energy_error=MAX_ENERGY_ERROR):
     """The global block's Langevin step on the total log density (per replica), given the
@@ -298,9 +352,9 @@ def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondit
 
 
 def langevin_step(state, density_fn, step_size, randoms=None, options=Options(), *,
-                  global_step_size=None, mixture_index=None):
-    """One transition: the chains' step, the crossing move (``options.crossing``), then the
-    global step (when the global block is not empty).
+                  global_step_size=None, mixture_index=None, pair_sites=None):
+    """One transition: the chains' step, the crossing move (``options.crossing``), the pair
+    move (``options.pairs``), then the global step (when the global block is not empty).
 
     :param step_size: a number or ``[*R, N]``.
     :param randoms: :class:`Randoms`; drawn here when ``None``.
@@ -310,7 +364,7 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
     if options.metropolis and not options.noise:
         raise ValueError("metropolis=True needs noise=True")
     if randoms is None:
-        randoms = draw_randoms(state, options, mixture_index)
+        randoms = draw_randoms(state, options, mixture_index, pair_sites=pair_sites)
     state, accept_prob, accepted, diverging = local_step(
         state, density_fn, step_size, randoms.eps, randoms.log_u,
         precondition=options.precondition, max_energy_error=options.max_energy_error)
@@ -320,6 +374,11 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
             state, density_fn, randoms.cross_index, randoms.cross_up, randoms.cross_log_u,
             max_energy_error=options.max_energy_error)
         diverging = diverging | cross_div
+    paired = None
+    if randoms.pair_first is not None:
+        state, paired, pair_div = pair_step(state, density_fn, randoms.pair_first,
+                                            randoms.pair_second, randoms.pair_log_u)
+        diverging = diverging | pair_div
     global_accept = accept_prob.new_ones(accept_prob.shape[:-1])
     if state.global_position.shape[-1] > 0:
         if options.metropolis:
@@ -335,7 +394,7 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
             state, density_fn, global_step_size, randoms.eps_global, randoms.log_u_global,
             precondition=options.precondition, max_energy_error=options.max_energy_error)
         diverging = diverging | global_div.unsqueeze(-1)
-    return state, LangevinInfo(accept_prob, accepted, diverging, global_accept, crossed)
+    return state, LangevinInfo(accept_prob, accepted, diverging, global_accept, crossed, paired)
 
 
 def density_from_log_prob(log_prob_fn, curvature_fn=None):
@@ -352,6 +411,7 @@ def density_from_log_prob(log_prob_fn, curvature_fn=None):
         curvature = None if curvature_fn is None else curvature_fn(position)
         zeros = value.new_zeros(value.shape[:-1])
         return Density(value, zeros, torch.zeros_like(value), grad,
-                       global_position.new_zeros(global_position.shape), curvature, None, None)
+                       global_position.new_zeros(global_position.shape), curvature, None, None,
+                       None)
 
     return density

@@ -12,7 +12,7 @@ import pyro
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from . import adaptation
+from . import adaptation, chains
 from .core import MAX_ENERGY_ERROR, Options, draw_randoms
 from .transition import Transition
 from .target import ModelTarget, PotentialTarget
@@ -81,7 +81,14 @@ class ShortRunLangevin(MCMCKernel):
 
     - ``metropolis=True`` (MALA): exact; accept/reject per chain; with a scale-mixture prior
       (:class:`~pyro_sparsegen.SpikeAndSlab`) a crossing move jumps one coordinate per chain
-      between spike and slab every transition (``crossing``);
+      between spike and slab every transition (``crossing``), and a pair move swaps the values
+      of two scale-mixture coordinates of one chain (``pair_move``: one twin of a pair of
+      near-duplicate dictionary columns for the other, which no one-coordinate move does);
+    - ``tempering`` (with ``metropolis=True``, in :meth:`sample_chains`): replica exchange,
+      every chain a ladder of inverse temperatures ``1 = beta_0 > ... > beta_{L-1} >= 0`` on
+      the likelihood (level ``l`` samples ``prior x likelihood^beta_l``), adjacent levels
+      swapping states (:mod:`~pyro_sparsegen.infer.tempering`); the kept draws are the
+      ``beta = 1`` level's, the posterior, and the ladder gives each image's evidence;
     - ``noise=True, metropolis=False, prior_step="explicit"`` (ULA, the paper's sampler): biased
       by the step size (on ``N(0, s^2)`` the stationary variance is ``s^2 / (1 - delta^2 /
       (4 s^2))``);
@@ -111,6 +118,19 @@ class ShortRunLangevin(MCMCKernel):
     :param float target_accept_prob: the adaptation's target (0.574, optimal for MALA).
     :param crossing: the spike/slab crossing move (default: on with ``metropolis=True`` when
         the model has a scale-mixture site).
+    :param pair_move: the pair move (default: on with ``metropolis=True`` when the model has
+        a scale-mixture site in the chain plate).
+    :param tempering: ``None`` (off), the number of levels ``L >= 2`` (a geometric ladder
+        from 1 down to ``1e-4``, then 0: :func:`~pyro_sparsegen.infer.tempering.default_ladder`)
+        or a strictly decreasing sequence of betas from 1 to a last one ``>= 0`` (``[L]``, or
+        ``[L, plate]`` per chain). Choosing it: the hottest level at 0 samples the prior,
+        which moves freely between modes and is needed for the evidence; enough levels that
+        every adjacent pair swaps often (the reported ``swap_accept_prob``; a few tens of
+        percent is plenty) — more levels for a sharper likelihood (more pixels, less noise).
+        Needs a model whose latent and observed sites are all in the chain plate (refused in
+        one line otherwise); ``sample_chains`` only (``pyro.infer.MCMC`` refuses it).
+    :param bool adapt_ladder: with tempering, move the levels during warm-up so that the swap
+        rejection rates are equal along the ladder (Syed et al. 2021).
     :param bool compile: compile the transition with ``torch.compile``.
     :param bool derive: derive a graph of the transition from the model (faster; checked
         against the model's trace); ``False`` runs the model through Pyro at every step.
@@ -129,7 +149,8 @@ class ShortRunLangevin(MCMCKernel):
                  noise=True, init=None, metropolis=False, prior_step="explicit",
                  chain_plate=None, adapt_step_size=None,
                  target_accept_prob=adaptation.TARGET_ACCEPT_PROB, crossing=None,
-                 compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR):
+                 compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR,
+                 pair_move=None, tempering=None, adapt_ladder=True):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) \
@@ -154,6 +175,15 @@ class ShortRunLangevin(MCMCKernel):
             raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
         if crossing and not metropolis:
             raise ValueError("crossing=True needs metropolis=True (it is a Metropolis move)")
+        if pair_move and not metropolis:
+            raise ValueError("pair_move=True needs metropolis=True (it is a Metropolis move)")
+        if tempering is not None and not metropolis:
+            raise ValueError("tempering needs metropolis=True (every level must be exact)")
+        if isinstance(tempering, numbers.Integral) and not isinstance(tempering, bool):
+            tempering = _check_int("tempering", tempering, 2)
+        elif tempering is not None:
+            tempering = [float(b) for b in tempering] if not isinstance(
+                tempering, torch.Tensor) else tempering
         self.model = model
         self.potential_fn = potential_fn
         self.step_size = float(step_size)
@@ -167,6 +197,9 @@ class ShortRunLangevin(MCMCKernel):
             bool(adapt_step_size)
         self.target_accept_prob = float(target_accept_prob)
         self.crossing = crossing
+        self.pair_move = pair_move
+        self.tempering = tempering
+        self.adapt_ladder = bool(adapt_ladder)
         self.compile = bool(compile)
         self.derive = bool(derive)
         self.max_energy_error = float(max_energy_error)
@@ -225,18 +258,22 @@ class ShortRunLangevin(MCMCKernel):
             self._targets[key] = target
         return target
 
-    def options(self, target):
+    def options(self, target, tempered=False):
         """The core's :class:`~pyro_sparsegen.infer.core.Options` for a target."""
         crossing = self.metropolis and bool(target.mixture_index.numel()) \
             if self.crossing is None else bool(self.crossing)
+        pair_index = getattr(target, "pair_sites", (target.mixture_index,))[0]
+        pairs = self.metropolis and bool(pair_index.numel()) \
+            if self.pair_move is None else bool(self.pair_move)
         return Options(noise=self.noise, metropolis=self.metropolis,
                        precondition=self.prior_step == "semi-implicit", crossing=crossing,
-                       max_energy_error=self.max_energy_error)
+                       max_energy_error=self.max_energy_error, pairs=pairs,
+                       tempered=bool(tempered))
 
-    def transition(self, target, args=(), kwargs=None):
+    def transition(self, target, args=(), kwargs=None, tempered=False):
         """The :class:`~pyro_sparsegen.infer.transition.Transition` of a target (built once per
         target and settings), bound to these model arguments."""
-        options = self.options(target)
+        options = self.options(target, tempered)
         key = (id(target), options, self.compile, self.derive)
         dyn = self._transitions.get(key)
         if dyn is None or dyn.target is not target:
@@ -361,7 +398,8 @@ class ShortRunLangevin(MCMCKernel):
         options = dyn.options
         divergences = accept = None
         for _ in range(self.num_steps):
-            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
+            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0,
+                                   getattr(target, "pair_sites", None))
             state, info = dyn.step(state, randoms, local_step, global_step)
             if divergences is None:
                 divergences, accept = info.diverging.to(torch.int32), info.accept_prob.clone()
@@ -383,61 +421,41 @@ class ShortRunLangevin(MCMCKernel):
         :attr:`init` (default: prior draws), then ``num_draws`` kept draws, one every
         ``thin`` transitions.
 
+        With :attr:`tempering` every chain is a ladder of ``L`` levels (replica exchange,
+        :mod:`~pyro_sparsegen.infer.tempering`): ``num_chains`` independent ladders per image,
+        ``num_chains * L`` rows in one tensor, every level taking the kernel's transition with
+        its own adapted step size, then a swap step between adjacent levels; with
+        :attr:`adapt_ladder` the warm-up also moves the levels (rounds of doubling length in its
+        first half) so that the swap rejection rates are equal. Only the coldest level
+        (``beta = 1``, the posterior) is returned.
+
         :param initial: where the chains start instead: constrained values ``{site: [chains,
-            *site_shape]}`` (e.g. ``infer(..., num_chains=C)`` of a noise-free kernel).
+            *site_shape]}`` (e.g. ``infer(..., num_chains=C)`` of a noise-free kernel); with
+            tempering every level of a ladder starts there.
         :return: ``(samples, stats)``: ``samples[site]`` is ``[chains, draws, *site_shape]``
             (constrained); ``stats`` has ``log_density``, ``log_likelihood``,
             ``accept_prob``, ``diverging`` and ``step_size`` (``[chains, draws, plate]``; a
             thinned draw is diverging when any of its transitions was, and ``accept_prob``
             is their mean), ``global_step_size`` (``[chains]``) and ``options`` (the core's
-            :class:`~pyro_sparsegen.infer.core.Options` it ran with).
+            :class:`~pyro_sparsegen.infer.core.Options` it ran with). Tempered, also
+            ``beta`` (``[levels, plate]``, the adapted ladder), ``swap_accept_prob``
+            (``[levels - 1, plate]``: mean swap acceptance probability of each adjacent pair
+            over the kept transitions), ``round_trips`` (``[chains, plate]``: states that went
+            from the coldest level to the hottest and back, during the kept transitions),
+            ``level_log_likelihood`` (``[chains, draws, levels, plate]``) and
+            ``log_marginal_likelihood`` / ``log_marginal_likelihood_mcse`` (``[plate]``: the
+            stepping-stone estimate of ``log p(x)`` per image and its Monte Carlo error, see
+            :func:`~pyro_sparsegen.infer.tempering.stepping_stone`; NaN unless the hottest
+            level is at ``beta = 0``).
         """
         num_chains = _check_int("num_chains", num_chains, 1)
         num_draws = _check_int("num_draws", num_draws, 1)
         thin = _check_int("thin", thin, 1)
         warmup_steps = self.num_steps if warmup_steps is None else \
             _check_int("warmup_steps", warmup_steps, 0)
-        target = self.target(args, kwargs, num_chains)
-        dyn = self.transition(target, args, kwargs)
-        if initial is None:
-            position, global_position = self._start(target, self.init or "prior", args, kwargs)
-        else:
-            position, global_position = target.pack_free(target.unconstrain(
-                {k: v.detach() for k, v in initial.items()}))
-        state = dyn.start(position, global_position)
-        local_step, global_step = self._step_sizes(target, dyn, state)
-        adapt = self._adaptation((local_step, global_step)) if warmup_steps > 0 else None
-        options = dyn.options
-        draws, stats = [], {k: [] for k in ("log_density", "log_likelihood", "accept_prob",
-                                            "diverging", "step_size")}
-        accept = diverging = None
-        for i in range(warmup_steps + num_draws * thin):
-            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
-            state, info = dyn.step(state, randoms, local_step, global_step)
-            if i < warmup_steps:
-                if adapt is not None:
-                    adapt, (local_step, global_step) = self._adapted(
-                        adapt, info, final=i == warmup_steps - 1)
-                continue
-            j = (i - warmup_steps) % thin
-            accept = info.accept_prob / thin if j == 0 else accept + info.accept_prob / thin
-            diverging = info.diverging if j == 0 else diverging | info.diverging
-            if j == thin - 1:
-                draws.append((state.position, state.global_position))
-                stats["log_density"].append(state.density.local)
-                stats["log_likelihood"].append(state.density.observed)
-                stats["accept_prob"].append(accept)
-                stats["diverging"].append(diverging)
-                stats["step_size"].append(local_step)
-        position = torch.stack([p for p, _ in draws], 1)  # [chains, draws, N, D]
-        g = torch.stack([g for _, g in draws], 1)
-        flat = target.values(position.reshape(-1, *position.shape[2:]),
-                             g.reshape(num_chains * num_draws, g.shape[-1]))
-        samples = {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in flat.items()}
-        out = {k: torch.stack(v, 1) for k, v in stats.items()}
-        out["global_step_size"] = global_step
-        out["options"] = options
-        return samples, out
+        return chains.sample_chains(self, args, kwargs, num_chains=num_chains,
+                                    num_draws=num_draws, warmup_steps=warmup_steps, thin=thin,
+                                    initial=initial)
 
     # -- the MCMCKernel contract --
     @property
@@ -449,6 +467,10 @@ class ShortRunLangevin(MCMCKernel):
         self._initial_params = params
 
     def setup(self, warmup_steps, *args, **kwargs):
+        if self.tempering is not None:
+            raise ValueError("tempering runs in ShortRunLangevin.sample_chains (its ladders are "
+                             "replica rows), not under pyro.infer.MCMC: use sample_chains or "
+                             "tempering=None")
         self._reset()
         self._warmup_steps = warmup_steps
         target = self.target(args, kwargs)
@@ -477,7 +499,8 @@ class ShortRunLangevin(MCMCKernel):
         state = self._state
         if state is None or params is not self._returned:
             state = self._begin_chain(params)
-        randoms = draw_randoms(state, dyn.options, target.mixture_index, target.global_size > 0)
+        randoms = draw_randoms(state, dyn.options, target.mixture_index, target.global_size > 0,
+                               getattr(target, "pair_sites", None))
         state, info = dyn.step(state, randoms, *self._steps)
         self._t += 1
         if self._t <= self._warmup_steps:

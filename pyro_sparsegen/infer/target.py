@@ -84,7 +84,40 @@ class ModelTarget:
         self.has_curvature = any(s.mixture for s in self.sites)
         index = [s.offset + i for s in self.local_sites if s.crossing for i in range(s.size)]
         self.mixture_index = torch.tensor(index, dtype=torch.long, device=self.device)
+        self.pair_sites = self._pairs()
         self._local_names = {s.name for s in self.local_sites}
+        self.observed_outside = [site["name"] for site in observed
+                                 if not self.in_chain_plate(site)]
+
+    def _pairs(self):
+        """What the pair move picks from (``(index, start, size)``, see
+        :func:`~pyro_sparsegen.infer.core.draw_randoms`): the chains' scale-mixture
+        coordinates and, for each, where its site's coordinates start among them and how many
+        there are."""
+        index, start, size = [], [], []
+        for s in self.local_sites:
+            if s.mixture:
+                start += [len(index)] * s.size
+                size += [s.size] * s.size
+                index += [s.offset + i for i in range(s.size)]
+
+        def tensor(values):
+            return torch.tensor(values, dtype=torch.long, device=self.device)
+
+        return tensor(index), tensor(start), tensor(size)
+
+    def check_temperable(self):
+        """Refuse (``ValueError``, one line) a model whose likelihood cannot be tempered per
+        chain: one with a global block or with observed sites outside the chain plate (a swap
+        per image would need the cross terms of what the chains share)."""
+        if self.global_size:
+            raise ValueError(f"tempering needs every latent site in the chain plate "
+                             f"{self.plate!r}; {[s.name for s in self.global_sites]} are "
+                             "outside it (a global block: per-image swaps would need the cross "
+                             "terms of the shared latents)")
+        if self.observed_outside:
+            raise ValueError(f"tempering needs every observed site in the chain plate "
+                             f"{self.plate!r}; {self.observed_outside} are outside it")
 
     # -- layout --
     def _layout(self, latent):
@@ -210,6 +243,12 @@ class ModelTarget:
     def terms(self, values, args=None, kwargs=None, jacobians=None):
         """``(local [*R, N], shared [*R], observed [*R, N], sites)`` of the model's log joint at
         constrained ``values``; ``jacobians`` (``{site: log|det J|}``) join their sites."""
+        latent, shared, observed, msgs = self.split_terms(values, args, kwargs, jacobians)
+        return latent + observed, shared, observed, msgs
+
+    def split_terms(self, values, args=None, kwargs=None, jacobians=None):
+        """As :meth:`terms`, with the chains' latent part (prior and Jacobians) apart from the
+        observed part: ``(latent [*R, N], shared [*R], observed [*R, N], sites)``."""
         args = self.args if args is None else args
         kwargs = self.kwargs if kwargs is None else kwargs
         msgs = self._run(values, args, kwargs)
@@ -224,10 +263,10 @@ class ModelTarget:
                 term = term + jacobians[msg["name"]]
             in_plate = self.in_chain_plate(msg)
             part = self._per_chain(term, in_plate)
-            if in_plate:
+            if in_plate and msg["is_observed"]:
+                observed = add(observed, part)
+            elif in_plate:
                 local = add(local, part)
-                if msg["is_observed"]:
-                    observed = add(observed, part)
             else:
                 shared = add(shared, part)
         lead = (self.replicas,) if self.replicas else ()
@@ -253,19 +292,37 @@ class ModelTarget:
         return out
 
     def density(self, position, global_position, args=None, kwargs=None, *, curvature=False,
-                crossing=False):
+                crossing=False, beta=None):
         """:class:`~pyro_sparsegen.infer.core.Density` at ``position`` / ``global_position``: the
         model's log joint with the transforms' Jacobians, its gradient, and (``curvature``,
-        ``crossing``) what the semi-implicit step and the crossing move need."""
+        ``crossing``) what the semi-implicit step and the crossing move need.
+
+        :param beta: ``[*R, N]`` inverse temperatures of the chains' likelihood, or ``None``:
+            the density is then ``prior + beta * observed`` with the observed part and its
+            gradient kept untempered (``grad_observed``); refused for a model
+            :meth:`check_temperable` refuses.
+        """
+        grad_observed = None
         with torch.enable_grad():
             position = position.detach().requires_grad_(True)
             global_position = global_position.detach().requires_grad_(self.global_size > 0)
             free = self.unpack_free(position, global_position)
             values = self.constrain(free)
-            local, shared, observed, msgs = self.terms(values, args, kwargs,
-                                                       self._jacobians(free, values))
+            latent, shared, observed, msgs = self.split_terms(values, args, kwargs,
+                                                              self._jacobians(free, values))
             inputs = [position, global_position] if self.global_size else [position]
-            grads = torch.autograd.grad(local.sum() + shared.sum(), inputs, allow_unused=True)
+            if beta is None:
+                local = latent + observed
+                grads = torch.autograd.grad(local.sum() + shared.sum(), inputs,
+                                            allow_unused=True)
+            else:
+                self.check_temperable()
+                # two backward passes, each through its own part only (the prior's is cheap):
+                # a swap moves a state to another beta by arithmetic on the two
+                grad_prior = _grad(latent, position, retain_graph=True)
+                grad_observed = _grad(observed, position)
+                grads = (grad_prior + beta.unsqueeze(-1) * grad_observed,)
+                local = latent + beta * observed
         grad = _zero_if_none(grads[0], position)
         grad_global = _zero_if_none(grads[1], global_position) if self.global_size else \
             global_position.detach()
@@ -279,7 +336,7 @@ class ModelTarget:
                 ratio, _ = self._mixture_arrays(by_name, log_scale_ratio,
                                                 lambda s: s.crossing and s.local)
         return Density(local.detach(), shared.detach(), observed.detach(), grad, grad_global,
-                       kappa, kappa_global, ratio)
+                       kappa, kappa_global, ratio, grad_observed)
 
     def _mixture_arrays(self, msgs, fn, wanted):
         """``fn(site distribution, value)`` of the sites ``wanted(site)`` picks, 0 elsewhere,
@@ -323,6 +380,15 @@ def _zero_if_none(grad, like):
     return torch.zeros_like(like) if grad is None else grad
 
 
+def _grad(value, position, retain_graph=False):
+    """``d value.sum() / d position`` (zeros where ``value`` does not depend on it)."""
+    if not value.requires_grad:
+        return torch.zeros_like(position)
+    (grad,) = torch.autograd.grad(value.sum(), [position], allow_unused=True,
+                                  retain_graph=retain_graph)
+    return _zero_if_none(grad, position)
+
+
 class PotentialTarget:
     """A user's ``potential_fn(params) -> potential energy`` (negative log density) on
     unconstrained ``params``: one chain, no plate, no global block."""
@@ -344,6 +410,7 @@ class PotentialTarget:
         self.local_size = sum(self.sizes.values())
         self.transforms = {k: biject_to(constraints.real).inv for k in self.names}
         self.mixture_index = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.pair_sites = (self.mixture_index,) * 3
         self.args, self.kwargs = (), {}
 
     def pack_free(self, free, replicas=None):

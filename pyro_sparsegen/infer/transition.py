@@ -29,6 +29,7 @@ import pyro
 import torch
 from torch.utils import _pytree as pytree
 
+from . import tempering
 from .core import langevin_init, langevin_step
 from .graph import derive, hoist_invariants, mismatch, outputs_close
 from ..errors import first_line
@@ -63,6 +64,12 @@ class Transition:
     step_size, global_step_size) -> (state, info)``, eager through the model's trace or through
     a graph derived from it (see the module's text).
 
+    Tempered (``options.tempered``): ``init(position, global_position, beta)`` with ``beta``
+    ``[*R, N]`` the rows' inverse temperatures, and ``step(..., ladder=Ladder)`` ends with a
+    swap between adjacent levels (:func:`~pyro_sparsegen.infer.tempering.swap_levels`),
+    returning ``(state, info, swap_info)``. The betas are inputs of the derived graph: a new
+    ladder needs no new graph.
+
     :param target: a :class:`~pyro_sparsegen.infer.target.ModelTarget` (or potential target).
     :param options: :class:`~pyro_sparsegen.infer.core.Options`.
     :param bool derive: derive a graph of the dynamics (else always run through the trace).
@@ -85,12 +92,15 @@ class Transition:
         self._crossing = options.crossing
 
     # -- the model's own evaluation (the source of truth) --
-    def density_fn(self, args, kwargs):
+    def density_fn(self, args, kwargs, beta=None):
+        """``density(position, global_position) -> Density`` through the model's trace
+        (tempered at ``beta`` ``[*R, N]`` when given)."""
         target = self.target
+        extra = {} if beta is None else {"beta": beta}
 
         def density(position, global_position):
             return target.density(position, global_position, args, kwargs,
-                                  curvature=self._curvature, crossing=self._crossing)
+                                  curvature=self._curvature, crossing=self._crossing, **extra)
 
         return density
 
@@ -98,16 +108,30 @@ class Transition:
         """Use these model arguments (same structure and shapes) from now on."""
         self._tensors, self._rebuild = _split_args(args, kwargs)
 
-    def _eager_init(self, position, global_position, tensors):
+    def _eager_init(self, position, global_position, tensors, beta=None):
         args, kwargs = self._rebuild(tensors)
         with pyro.validation_enabled(False):
-            return langevin_init(position, self.density_fn(args, kwargs), global_position)
+            return langevin_init(position, self.density_fn(args, kwargs, beta), global_position)
 
-    def _eager_step(self, state, randoms, step_size, global_step_size, tensors):
+    def _eager_step(self, state, randoms, step_size, global_step_size, tensors, ladder=None):
         args, kwargs = self._rebuild(tensors)
+        beta = None if ladder is None else \
+            tempering.rows(ladder.beta, state.position.shape[0] // ladder.beta.shape[0])
         with pyro.validation_enabled(False):
-            return langevin_step(state, self.density_fn(args, kwargs), step_size, randoms,
-                                 self.options, global_step_size=global_step_size)
+            state, info = langevin_step(state, self.density_fn(args, kwargs, beta), step_size,
+                                        randoms, self.options,
+                                        global_step_size=global_step_size)
+        if ladder is None:
+            return state, info
+        state, swap = tempering.swap_levels(state, ladder)
+        return state, info, swap
+
+    def _init_inputs(self, position, global_position, tensors, beta):
+        return (position, global_position, tensors) + ((beta,) if self.options.tempered else ())
+
+    def _step_inputs(self, state, randoms, step_size, global_step_size, tensors, ladder):
+        return (state, randoms, step_size, global_step_size, tensors) + \
+            ((ladder,) if self.options.tempered else ())
 
     # -- derivation --
     @property
@@ -121,21 +145,23 @@ class Transition:
                           "every step (slower)", DerivationWarning, stacklevel=4)
         self.failed = why
 
-    def _derive(self, state, randoms, step_size, global_step_size):
+    def _derive(self, state, randoms, step_size, global_step_size, ladder):
         tensors = list(self._tensors)
+        beta = None if ladder is None else \
+            tempering.rows(ladder.beta, state.position.shape[0] // ladder.beta.shape[0])
         try:
             model = getattr(self.target, "model", None)
-            graph_init = derive(self._eager_init,
-                                (state.position, state.global_position, tensors), model)
-            graph_step = derive(self._eager_step,
-                                (state, randoms, step_size, global_step_size, tensors), model)
+            graph_init = derive(self._eager_init, self._init_inputs(
+                state.position, state.global_position, tensors, beta), model)
+            graph_step = derive(self._eager_step, self._step_inputs(
+                state, randoms, step_size, global_step_size, tensors, ladder), model)
             graph_step, refresh = hoist_invariants(graph_step)
         except Exception as e:  # noqa: BLE001 - any tracing failure means: run eagerly
             self._give_up(f"the model's density could not be traced into a graph "
                           f"({type(e).__name__}: {first_line(e)[:160]})")
             return
         if not self._validate(graph_init, graph_step, state, randoms, step_size,
-                              global_step_size, tensors):
+                              global_step_size, tensors, ladder, beta):
             self._give_up("the graph traced from the model disagrees with the model's own "
                           "trace (the model's density depends on Python state a graph cannot "
                           "see)")
@@ -144,7 +170,7 @@ class Transition:
         self.runs = 0  # a fresh graph is checked on its first runs again
         self.compiled = False
 
-    def _compile(self, state, randoms, step_size, global_step_size, tensors):
+    def _compile(self, state, randoms, step_size, global_step_size, tensors, ladder):
         """``torch.compile`` the derived graphs (shapes fixed: a new batch size is a new
         target); the schedule's moves are in-place updates of live tensors, no recompile."""
         import time
@@ -158,8 +184,11 @@ class Transition:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 init = torch.compile(self.graph_init, dynamic=False, options=options)
                 step = torch.compile(self.graph_step, dynamic=False, options=options)
-                init(state.position, state.global_position, tensors)
-                step(state, randoms, step_size, global_step_size, tensors)
+                beta = None if ladder is None else tempering.rows(
+                    ladder.beta, state.position.shape[0] // ladder.beta.shape[0])
+                init(*self._init_inputs(state.position, state.global_position, tensors, beta))
+                step(*self._step_inputs(state, randoms, step_size, global_step_size, tensors,
+                                        ladder))
         except Exception as e:  # noqa: BLE001 - any compiler failure means: run the graph
             warnings.warn(f"ShortRunLangevin(compile=True): the step could not be compiled "
                           f"({type(e).__name__}: {first_line(e)[:160]}); running the derived "
@@ -171,7 +200,7 @@ class Transition:
         self.compiled = True
 
     def _validate(self, graph_init, graph_step, state, randoms, step_size, global_step_size,
-                  tensors):
+                  tensors, ladder=None, beta=None):
         """The graph against the trace at two random points and for one transition."""
         model = getattr(self.target, "model", None)
         with forked_rng(state.position, model), torch.no_grad():
@@ -179,18 +208,21 @@ class Transition:
             for _ in range(2):
                 position = state.position + torch.randn_like(state.position)
                 g = state.global_position + torch.randn_like(state.global_position)
-                if not outputs_close(graph_init(position, g, tensors),
-                                     self._eager_init(position, g, tensors)):
+                inputs = self._init_inputs(position, g, tensors, beta)
+                if not outputs_close(graph_init(*inputs), self._eager_init(*inputs)):
                     return False
-            inputs = (state, randoms, step_size, global_step_size, tensors)
+            inputs = self._step_inputs(state, randoms, step_size, global_step_size, tensors,
+                                       ladder)
             return outputs_close(graph_step(*inputs), self._eager_step(*inputs))
 
     # -- use --
-    def init(self, position, global_position):
+    def init(self, position, global_position, beta=None):
+        """The state at a position (tempered at ``beta`` ``[*R, N]``)."""
+        inputs = self._init_inputs(position, global_position, self._tensors, beta)
         if self.graph_init is not None:
             with torch.no_grad():
-                return self.graph_init(position, global_position, self._tensors)
-        return self._eager_init(position, global_position, self._tensors)
+                return self.graph_init(*inputs)
+        return self._eager_init(*inputs)
 
     def refresh(self):
         """Recompute what the step graph hoisted from the parameters (see
@@ -198,7 +230,7 @@ class Transition:
         if self.graph_step is not None and self._refresh is not None:
             self._refresh()
 
-    def begin(self, position, global_position):
+    def begin(self, position, global_position, beta=None):
         """The state a run starts from, and ``mismatch`` (a device bool, or ``None`` when this
         run is not checked): on the first runs of a derived graph and then every 8th, its
         initial evaluation is compared with the model's own."""
@@ -207,21 +239,22 @@ class Transition:
         checked = self.graph_init is not None and (
             self.runs <= CHECK_FIRST or self.runs % CHECK_EVERY == 0)
         if not checked:
-            return self.init(position, global_position), None
-        eager = self._eager_init(position, global_position, self._tensors)
+            return self.init(position, global_position, beta), None
+        inputs = self._init_inputs(position, global_position, self._tensors, beta)
+        eager = self._eager_init(*inputs)
         with torch.no_grad():
-            graph = self.graph_init(position, global_position, self._tensors)
+            graph = self.graph_init(*inputs)
         return eager, mismatch(graph, eager)
 
-    def start(self, position, global_position):
+    def start(self, position, global_position, beta=None):
         """The state a run starts from, with :meth:`begin`'s check acted on at once: when the
         derived graph disagrees with the model's trace it is derived again (see
         :meth:`mismatch_found`) and the state is the model's own evaluation. A checked run reads
         one flag from the device; the others read nothing."""
-        state, flag = self.begin(position, global_position)
+        state, flag = self.begin(position, global_position, beta)
         if flag is not None and bool(flag):
             self.mismatch_found()
-            state = self.init(position, global_position)
+            state = self.init(position, global_position, beta)
         return state
 
     def mismatch_found(self):
@@ -233,15 +266,17 @@ class Transition:
             self._give_up("the graph derived from the model went stale twice (the model's "
                           "density depends on Python state that changes between calls)")
 
-    def step(self, state, randoms, step_size, global_step_size):
+    def step(self, state, randoms, step_size, global_step_size, ladder=None):
+        """One transition (and, tempered, one swap step); see the class's text."""
         if self.graph_step is None and self.want_graph and self.failed is None:
-            self._derive(state, randoms, step_size, global_step_size)
+            self._derive(state, randoms, step_size, global_step_size, ladder)
         elif self.compile and not self.compiled and self.graph_step is not None and \
                 self.runs >= COMPILE_AFTER:
             self.compiled = True  # tried once, whatever happens
-            self._compile(state, randoms, step_size, global_step_size, self._tensors)
+            self._compile(state, randoms, step_size, global_step_size, self._tensors, ladder)
+        inputs = self._step_inputs(state, randoms, step_size, global_step_size, self._tensors,
+                                   ladder)
         if self.graph_step is not None:
             with torch.no_grad():
-                return self.graph_step(state, randoms, step_size, global_step_size,
-                                       self._tensors)
-        return self._eager_step(state, randoms, step_size, global_step_size, self._tensors)
+                return self.graph_step(*inputs)
+        return self._eager_step(*inputs)
