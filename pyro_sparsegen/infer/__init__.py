@@ -13,7 +13,10 @@ One file, one job:
   the model's trace or through a graph derived from it once (:mod:`.graph`) and checked
   against it, optionally compiled (:mod:`.derived` and ``Dynamics`` are its former names);
 - :mod:`.adaptation` — vectorised dual-averaging step-size adaptation;
-- :mod:`.kernel` — :class:`ShortRunLangevin`, the ``MCMCKernel`` adapter and the fast calls.
+- :mod:`.tempering` — replica exchange: the swap step, the ladder's adaptation, round trips, the
+  stepping-stone evidence; :mod:`.chains` — the replica chains' run (``sample_chains``);
+- :mod:`.kernel` — :class:`ShortRunLangevin` and the fast calls; :mod:`.contract` — its
+  ``MCMCKernel`` side.
 """
 
 from .adaptation import DualAveraging, dual_averaging_final, dual_averaging_init, \
