@@ -167,7 +167,7 @@ def test_every_transition_leaves_the_density_of_the_state_it_returns(float64):
     for _ in range(50):
         state, info = langevin_step(state, _hierarchical_density, 1.2,
                                     options=Options(metropolis=True), global_step_size=0.4)
-        fresh = _hierarchical_density(state.position, state.glob)
+        fresh = _hierarchical_density(state.position, state.global_position)
         for name in ("local", "shared", "grad", "grad_global"):
             assert torch.allclose(getattr(state.density, name), getattr(fresh, name)), name
     assert 0.0 < info.accept_prob.mean() < 1.0

@@ -307,7 +307,7 @@ def test_log_density_for_any_key_order(float64):
 def test_the_compiled_step_equals_the_eager_one_and_follows_the_schedule_without_recompiling():
     from torch._dynamo.utils import counters
 
-    from pyro_sparsegen.infer.derived import COMPILE_AFTER
+    from pyro_sparsegen.infer.transition import COMPILE_AFTER
 
     schedule = psg.schedules.Schedule(psg.schedules.Curve("linear", 1.0, 0.2, 0, 30), 1.0,
                                       psg.schedules.Curve("exponential", 1.0, 0.05, 0, 30))
@@ -319,7 +319,7 @@ def test_the_compiled_step_equals_the_eager_one_and_follows_the_schedule_without
     before = counters["stats"]["unique_graphs"]
     for _ in range(COMPILE_AFTER + 1):  # a target is compiled once it has run three times
         fast.infer(x)
-    dynamics = next(iter(fast._dynamics.values()))
+    dynamics = next(iter(fast._transitions.values()))
     assert dynamics.compiled and dynamics.compile_seconds > 0, dynamics.failed
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > before  # compiled, and what runs from now on is the compiled step

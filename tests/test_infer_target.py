@@ -1,5 +1,5 @@
 """A Pyro model as the core's density (pyro_sparsegen.infer.target) and the graph derived from
-it (pyro_sparsegen.infer.derived): transforms, Jacobians, plates, blocks, the checks."""
+it (pyro_sparsegen.infer.transition): transforms, Jacobians, plates, blocks, the checks."""
 
 import warnings
 
@@ -160,7 +160,7 @@ def test_derived_graph_follows_the_schedule(float64):
         codes.append(fast.infer(x)["z"])
         assert torch.allclose(codes[-1], slow.infer(x)["z"], atol=1e-12)
     assert not torch.allclose(codes[0], codes[-1])
-    dynamics = next(iter(fast._dynamics.values()))
+    dynamics = next(iter(fast._transitions.values()))
     assert dynamics.using_graph and dynamics.mismatches == 0  # never stale, never redone
 
 
@@ -180,9 +180,9 @@ def test_what_the_step_computes_from_parameters_alone_follows_every_update(float
         with torch.no_grad():  # an optimiser step, in place
             for p in model.parameters():
                 p.add_(0.3 * torch.randn_like(p))
-    graph = next(iter(fast._dynamics.values())).graph_step
+    graph = next(iter(fast._transitions.values())).graph_step
     hoisted = [name for name, _ in graph.named_buffers() if name.startswith("_hoisted")]
-    assert hoisted and next(iter(fast._dynamics.values())).mismatches == 0
+    assert hoisted and next(iter(fast._transitions.values())).mismatches == 0
 
 
 SCALE = [1.0]
@@ -233,11 +233,11 @@ def test_a_model_a_graph_cannot_follow_runs_through_pyro_with_one_warning(float6
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             kernel.infer(x)  # once only
-        assert not next(iter(kernel._dynamics.values())).using_graph
+        assert not next(iter(kernel._transitions.values())).using_graph
 
 
 def test_a_normal_likelihood_with_one_scale_takes_the_closed_form_and_equals_pyros(float64):
-    from pyro_sparsegen.infer.target import _normal_log_prob
+    from pyro_sparsegen.infer.sites import normal_log_prob as _normal_log_prob
 
     loc = torch.randn(4, 1, 3, 3, requires_grad=True)
     value = torch.rand(4, 1, 3, 3)

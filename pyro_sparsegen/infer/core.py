@@ -4,12 +4,12 @@ A position has two blocks:
 
 - ``position``: ``[*replicas, chains, dim]``, one chain per element of the model's chain plate
   (one per image), the chains independent given the global block;
-- ``glob``: ``[*replicas, gdim]`` (``gdim`` may be 0), latents outside the plate, shared by the
-  chains of a replica.
+- ``global_position``: ``[*replicas, gdim]`` (``gdim`` may be 0), the global block: latents
+  outside the plate, shared by the chains of a replica.
 
-A *density function* ``density_fn(position, glob) -> Density`` evaluates the log density and
-its gradients (:mod:`pyro_sparsegen.infer.target` builds one from a Pyro model). A transition
-is Metropolis-within-Gibbs: a Langevin step of every chain's block (each chain accepts or
+A *density function* ``density_fn(position, global_position) -> Density`` evaluates the log
+density and its gradients (:mod:`pyro_sparsegen.infer.target` builds one from a Pyro model). A
+transition is Metropolis-within-Gibbs: a Langevin step of every chain's block (each chain accepts or
 rejects on its own), an optional *crossing* move of one scale-mixture coordinate per chain,
 then a Langevin step of the global block. A Langevin step is
 
@@ -43,12 +43,19 @@ class Density(NamedTuple):
     - ``shared``: ``[*R]`` the terms of the sites outside the chain plate
     - ``observed``: ``[*R, N]`` the observed part of ``local`` (its log-likelihood)
     - ``grad``: ``[*R, N, D]`` gradient of the total log density w.r.t. ``position``
-    - ``grad_global``: ``[*R, G]`` gradient w.r.t. ``glob``
+    - ``grad_global``: ``[*R, G]`` gradient w.r.t. ``global_position``
     - ``curvature``: ``[*R, N, D]`` secant curvature ``-d log p(z) / z / dz`` of the
       scale-mixture coordinates (0 elsewhere), or ``None``
     - ``curvature_global``: ``[*R, G]`` or ``None``
     - ``log_scale_ratio``: ``[*R, N, D]`` ``log(slab scale / spike scale)`` of the
       scale-mixture coordinates (0 elsewhere), for the crossing move, or ``None``
+    - ``grad_observed``: ``[*R, N, D]`` gradient of ``observed`` w.r.t. ``position``, kept
+      by a tempered density (``None`` otherwise)
+
+    A *tempered* density at inverse temperature ``beta`` (``[*R, N]``, see
+    :mod:`pyro_sparsegen.infer.tempering`) has ``local = prior + beta * observed`` and ``grad``
+    its gradient, with ``observed`` and ``grad_observed`` untempered: moving a state to
+    another ``beta'`` adds ``(beta' - beta)`` times them, by arithmetic, without the model.
     """
 
     local: torch.Tensor
@@ -59,14 +66,20 @@ class Density(NamedTuple):
     curvature: Optional[torch.Tensor] = None
     curvature_global: Optional[torch.Tensor] = None
     log_scale_ratio: Optional[torch.Tensor] = None
+    grad_observed: Optional[torch.Tensor] = None
 
 
 class LangevinState(NamedTuple):
     """What the next transition needs: the position's two blocks and the density there."""
 
     position: torch.Tensor  # [*R, N, D]
-    glob: torch.Tensor  # [*R, G]
+    global_position: torch.Tensor  # [*R, G]
     density: Density
+
+    @property
+    def glob(self):
+        """The former name of :attr:`global_position`."""
+        return self.global_position
 
     @property
     def log_density(self):
@@ -82,6 +95,7 @@ class LangevinInfo(NamedTuple):
     diverging: torch.Tensor  # [*R, N] any move of the transition diverged for this chain
     global_accept_prob: torch.Tensor  # [*R] of the global step (1 without one)
     crossing_accepted: torch.Tensor  # [*R, N] the crossing move was accepted
+    pair_accepted: Optional[torch.Tensor] = None  # [*R, N] the pair move was accepted
 
 
 class Randoms(NamedTuple):
@@ -94,6 +108,9 @@ class Randoms(NamedTuple):
     cross_log_u: Optional[torch.Tensor] = None  # [*R, N]
     eps_global: Optional[torch.Tensor] = None  # [*R, G]
     log_u_global: Optional[torch.Tensor] = None  # [*R]
+    pair_first: Optional[torch.Tensor] = None  # [*R, N] int64 coordinates the pair move swaps
+    pair_second: Optional[torch.Tensor] = None  # [*R, N] int64
+    pair_log_u: Optional[torch.Tensor] = None  # [*R, N]
 
 
 class Options(NamedTuple):
@@ -104,20 +121,28 @@ class Options(NamedTuple):
     precondition: bool = False  # the semi-implicit prior step
     crossing: bool = False
     max_energy_error: float = MAX_ENERGY_ERROR
+    pairs: bool = False  # the pair move between scale-mixture coordinates
+    tempered: bool = False  # the density takes an inverse temperature per chain
 
 
-def langevin_init(position, density_fn, glob=None):
-    """The state at ``position`` (``[*R, N, D]``) and ``glob`` (``[*R, G]``, default empty)."""
-    if glob is None:
-        glob = position.new_zeros(position.shape[:-2] + (0,))
-    return LangevinState(position, glob, density_fn(position, glob))
+def langevin_init(position, density_fn, global_position=None):
+    """The state at ``position`` (``[*R, N, D]``) and ``global_position`` (``[*R, G]``,
+    default empty)."""
+    if global_position is None:
+        global_position = position.new_zeros(position.shape[:-2] + (0,))
+    return LangevinState(position, global_position, density_fn(position, global_position))
 
 
-def draw_randoms(state, options, mixture_index=None, has_global=None):
+def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites=None):
     """:class:`Randoms` for one transition from ``state`` (the torch global generator).
 
     :param mixture_index: int64 ``[M]`` positions in ``dim`` of the scale-mixture coordinates,
         among which the crossing move picks one per chain.
+    :param pair_sites: ``(index, start, size)``, int64 ``[P]`` each: the positions in ``dim``
+        of the coordinates the pair move may swap and, for each, where its site's entries
+        begin in ``index`` and how many there are. The move picks one coordinate ``j``
+        uniformly and a second uniformly among the other coordinates of ``j``'s site (``j``
+        itself when it has none).
     """
     z = state.position
     lead = z.shape[:-1]
@@ -128,11 +153,24 @@ def draw_randoms(state, options, mixture_index=None, has_global=None):
         pick = torch.randint(mixture_index.numel(), lead, device=z.device)
         cross = (mixture_index[pick], torch.rand(lead, device=z.device, dtype=z.dtype) < 0.5,
                  _log_uniform(lead, z))
-    g = state.glob
+    g = state.global_position
     has_global = g.shape[-1] > 0 if has_global is None else has_global
     eps_g = torch.randn_like(g) if has_global and options.noise else None
     log_u_g = _log_uniform(g.shape[:-1], g) if has_global and options.metropolis else None
-    return Randoms(eps, log_u, *cross, eps_g, log_u_g)
+    pair = (None, None, None)
+    if options.pairs and pair_sites is not None and pair_sites[0].numel():
+        pair = _draw_pair(lead, z, *pair_sites)
+    return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair)
+
+
+def _draw_pair(lead, like, index, start, size):
+    """``(first, second, log_u)`` of the pair move: ``P(j, k) = 1 / (M (m - 1))`` with ``m``
+    the size of their site, the same for ``(k, j)`` (a symmetric proposal)."""
+    j = torch.randint(index.numel(), lead, device=like.device)
+    m = size[j]
+    offset = (torch.rand(lead, device=like.device, dtype=like.dtype) * (m - 1)).long()
+    k = start[j] + (j - start[j] + 1 + offset.clamp(max=(m - 2).clamp(min=0))) % m
+    return index[j], index[k], _log_uniform(lead, like)
 
 
 def _log_uniform(shape, like):
@@ -198,7 +236,26 @@ def _select(keep, new, old):
         curvature_global = pick(new.curvature_global, old.curvature_global, r)
     return Density(pick(new.local, old.local, r), shared, pick(new.observed, old.observed, r),
                    pick(new.grad, old.grad, r), grad_global, pick(new.curvature, old.curvature, r),
-                   curvature_global, pick(new.log_scale_ratio, old.log_scale_ratio, r))
+                   curvature_global, pick(new.log_scale_ratio, old.log_scale_ratio, r),
+                   pick(new.grad_observed, old.grad_observed, r))
+
+
+def _metropolis(ok, log_density_ratio, current, proposal, new_grad, new_curvature, step, eps,
+                scale, precondition, curvature, log_u):
+    """The Metropolis test of a Langevin move of one block (the chains' or the global one):
+    ``(accept_prob, accepted)``. ``log_density_ratio`` is ``log p(proposal) - log p(current)``;
+    the proposal densities are of the move from ``current`` (noise ``eps``, ``scale``) and of
+    its reverse from ``proposal`` (its gradient and curvature). Unadjusted (``log_u`` is
+    ``None``): every sound move is accepted."""
+    if log_u is None:
+        return ok.to(log_density_ratio.dtype), ok
+    pre = _preconditioned(precondition, curvature)
+    _, reverse_mean, reverse_scale = _proposal(proposal, new_grad, new_curvature, step, None,
+                                               precondition)
+    log_ratio = (log_density_ratio + _log_q(current, reverse_mean, reverse_scale, pre)
+                 - _log_q_forward(eps, scale, pre))
+    log_ratio = torch.where(ok, log_ratio, torch.full_like(log_ratio, -math.inf))
+    return log_ratio.clamp(max=0.0).exp(), log_u < log_ratio
 
 
 def local_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
@@ -214,23 +271,14 @@ def local_step(state, density_fn, step_size, eps=None, log_u=None, *, preconditi
     z, d = state.position, state.density
     proposal, _, scale = _proposal(z, d.grad, d.curvature, step, eps, precondition,
                                    with_scale=eps is not None)
-    new = density_fn(proposal, state.glob)
+    new = density_fn(proposal, state.global_position)
     ok = _ok(new.local, d.local, new.grad.sum(-1), max_energy_error)
-    if log_u is None:
-        accepted = ok
-        accept_prob = ok.to(new.local.dtype)
-    else:
-        pre = _preconditioned(precondition, d.curvature)
-        _, reverse_mean, reverse_scale = _proposal(proposal, new.grad, new.curvature, step,
-                                                   None, precondition)
-        log_ratio = (new.local - d.local + _log_q(z, reverse_mean, reverse_scale, pre)
-                     - _log_q_forward(eps, scale, pre))
-        log_ratio = torch.where(ok, log_ratio, torch.full_like(log_ratio, -math.inf))
-        accept_prob = log_ratio.clamp(max=0.0).exp()
-        accepted = log_u < log_ratio
+    accept_prob, accepted = _metropolis(ok, new.local - d.local, z, proposal, new.grad,
+                                        new.curvature, step, eps, scale, precondition,
+                                        d.curvature, log_u)
     position = torch.where(accepted.unsqueeze(-1), proposal, z)
-    return LangevinState(position, state.glob, _select(accepted, new, d)), accept_prob, \
-        accepted, ~ok
+    return LangevinState(position, state.global_position, _select(accepted, new, d)), \
+        accept_prob, accepted, ~ok
 
 
 def crossing_step(state, density_fn, index, up, log_u, *, max_energy_error=MAX_ENERGY_ERROR):
@@ -248,13 +296,34 @@ def crossing_step(state, density_fn, index, up, log_u, *, max_energy_error=MAX_E
     log_rho = d.log_scale_ratio.gather(-1, index.unsqueeze(-1)).squeeze(-1) * sign
     current = z.gather(-1, index.unsqueeze(-1))
     proposal = z.scatter(-1, index.unsqueeze(-1), current * log_rho.exp().unsqueeze(-1))
-    new = density_fn(proposal, state.glob)
+    new = density_fn(proposal, state.global_position)
     # A jump between the modes may lower the density a lot: a rejection, not a divergence
     # (only a non-finite density or gradient is one).
     ok = _ok(new.local, d.local, new.grad.sum(-1), math.inf)
     accepted = ok & (log_u < new.local - d.local + log_rho)
     position = torch.where(accepted.unsqueeze(-1), proposal, z)
-    return LangevinState(position, state.glob, _select(accepted, new, d)), accepted, ~ok
+    return LangevinState(position, state.global_position, _select(accepted, new, d)), accepted, ~ok
+
+
+def pair_step(state, density_fn, first, second, log_u):
+    """A Metropolis move that swaps the values of two scale-mixture coordinates of one chain
+    (``first``, ``second``: ``[*R, N]`` positions in ``dim``), e.g. one twin of a pair of
+    near-duplicate dictionary columns for the other, which moves of one coordinate at a time
+    cannot do. The swap is an involution with Jacobian 1 and the pick symmetric
+    (:func:`draw_randoms`), so accepting with ``min(1, p(z') / p(z))`` keeps the target
+    exactly. ``first == second`` leaves the chain where it is.
+
+    :return: ``(state, accepted, diverging)``
+    """
+    z, d = state.position, state.density
+    i, j = first.unsqueeze(-1), second.unsqueeze(-1)
+    proposal = z.scatter(-1, i, z.gather(-1, j)).scatter(-1, j, z.gather(-1, i))
+    new = density_fn(proposal, state.global_position)
+    ok = _ok(new.local, d.local, new.grad.sum(-1), math.inf)  # a rejection, as crossing's
+    accepted = ok & (log_u < new.local - d.local)
+    position = torch.where(accepted.unsqueeze(-1), proposal, z)
+    return LangevinState(position, state.global_position, _select(accepted, new, d)), \
+        accepted, ~ok
 
 
 def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
@@ -266,7 +335,7 @@ def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondit
     :return: ``(state, accept_prob, diverging)``, the last two ``[*R]``
     """
     step = step_size.unsqueeze(-1) if isinstance(step_size, torch.Tensor) else step_size
-    g, d = state.glob, state.density
+    g, d = state.global_position, state.density
     total = d.local.sum(-1) + d.shared
     proposal, _, scale = _proposal(g, d.grad_global, d.curvature_global, step, eps,
                                    precondition, with_scale=eps is not None)
@@ -274,27 +343,18 @@ def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondit
     new_total = new.local.sum(-1) + new.shared
     ok = _ok(new_total, total, new.grad_global.sum(-1) + new.grad.sum((-2, -1)),
              max_energy_error)
-    if log_u is None:
-        accepted = ok
-        accept_prob = ok.to(total.dtype)
-    else:
-        pre = _preconditioned(precondition, d.curvature_global)
-        _, reverse_mean, reverse_scale = _proposal(proposal, new.grad_global,
-                                                   new.curvature_global, step, None,
-                                                   precondition)
-        log_ratio = (new_total - total + _log_q(g, reverse_mean, reverse_scale, pre)
-                     - _log_q_forward(eps, scale, pre))
-        log_ratio = torch.where(ok, log_ratio, torch.full_like(log_ratio, -math.inf))
-        accept_prob = log_ratio.clamp(max=0.0).exp()
-        accepted = log_u < log_ratio
-    glob = torch.where(accepted.unsqueeze(-1), proposal, g)
-    return LangevinState(state.position, glob, _select(accepted, new, d)), accept_prob, ~ok
+    accept_prob, accepted = _metropolis(ok, new_total - total, g, proposal, new.grad_global,
+                                        new.curvature_global, step, eps, scale, precondition,
+                                        d.curvature_global, log_u)
+    global_position = torch.where(accepted.unsqueeze(-1), proposal, g)
+    return LangevinState(state.position, global_position, _select(accepted, new, d)), \
+        accept_prob, ~ok
 
 
 def langevin_step(state, density_fn, step_size, randoms=None, options=Options(), *,
-                  global_step_size=None, mixture_index=None):
-    """One transition: the chains' step, the crossing move (``options.crossing``), then the
-    global step (when the global block is not empty).
+                  global_step_size=None, mixture_index=None, pair_sites=None):
+    """One transition: the chains' step, the crossing move (``options.crossing``), the pair
+    move (``options.pairs``), then the global step (when the global block is not empty).
 
     :param step_size: a number or ``[*R, N]``.
     :param randoms: :class:`Randoms`; drawn here when ``None``.
@@ -304,7 +364,7 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
     if options.metropolis and not options.noise:
         raise ValueError("metropolis=True needs noise=True")
     if randoms is None:
-        randoms = draw_randoms(state, options, mixture_index)
+        randoms = draw_randoms(state, options, mixture_index, pair_sites=pair_sites)
     state, accept_prob, accepted, diverging = local_step(
         state, density_fn, step_size, randoms.eps, randoms.log_u,
         precondition=options.precondition, max_energy_error=options.max_energy_error)
@@ -314,22 +374,27 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
             state, density_fn, randoms.cross_index, randoms.cross_up, randoms.cross_log_u,
             max_energy_error=options.max_energy_error)
         diverging = diverging | cross_div
+    paired = None
+    if randoms.pair_first is not None:
+        state, paired, pair_div = pair_step(state, density_fn, randoms.pair_first,
+                                            randoms.pair_second, randoms.pair_log_u)
+        diverging = diverging | pair_div
     global_accept = accept_prob.new_ones(accept_prob.shape[:-1])
-    if state.glob.shape[-1] > 0:
+    if state.global_position.shape[-1] > 0:
         if options.metropolis:
             # The chains accepted or rejected one by one, so the state's global gradient (a sum
             # over chains, evaluated with every chain moved) is re-evaluated at the position
             # the chains kept; a noise-free (MAP) step keeps it (it differs only where a chain
             # diverged).
-            state = LangevinState(state.position, state.glob,
-                                  density_fn(state.position, state.glob))
+            state = LangevinState(state.position, state.global_position,
+                                  density_fn(state.position, state.global_position))
         if global_step_size is None:
             global_step_size = step_size
         state, global_accept, global_div = global_step(
             state, density_fn, global_step_size, randoms.eps_global, randoms.log_u_global,
             precondition=options.precondition, max_energy_error=options.max_energy_error)
         diverging = diverging | global_div.unsqueeze(-1)
-    return state, LangevinInfo(accept_prob, accepted, diverging, global_accept, crossed)
+    return state, LangevinInfo(accept_prob, accepted, diverging, global_accept, crossed, paired)
 
 
 def density_from_log_prob(log_prob_fn, curvature_fn=None):
@@ -337,7 +402,7 @@ def density_from_log_prob(log_prob_fn, curvature_fn=None):
     block), with the gradient by autograd; ``curvature_fn(position) -> [*R, N, D]`` optional.
     For tests and for users of the core on plain tensors."""
 
-    def density(position, glob):
+    def density(position, global_position):
         with torch.enable_grad():
             z = position.detach().requires_grad_(True)
             value = log_prob_fn(z)
@@ -346,6 +411,7 @@ def density_from_log_prob(log_prob_fn, curvature_fn=None):
         curvature = None if curvature_fn is None else curvature_fn(position)
         zeros = value.new_zeros(value.shape[:-1])
         return Density(value, zeros, torch.zeros_like(value), grad,
-                       glob.new_zeros(glob.shape), curvature, None, None)
+                       global_position.new_zeros(global_position.shape), curvature, None, None,
+                       None)
 
     return density

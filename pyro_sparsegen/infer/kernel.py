@@ -1,25 +1,21 @@
 """``ShortRunLangevin``: the Pyro ``MCMCKernel`` adapter, and the fast calls ``infer`` and
 ``sample_chains``, on top of the functional core (:mod:`.core`), the target (:mod:`.target`),
-the derived dynamics (:mod:`.derived`) and step-size adaptation (:mod:`.adaptation`)."""
+the transition bound to it (:mod:`.transition`) and step-size adaptation (:mod:`.adaptation`)."""
 
 import math
 import numbers
-from collections import OrderedDict
 from typing import NamedTuple, Optional
 
-import numpy as np
-import pyro
 import torch
-from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from . import adaptation
+from . import adaptation, chains
+from .contract import MCMCContract
 from .core import MAX_ENERGY_ERROR, Options, draw_randoms
-from .derived import Dynamics
+from .transition import Transition
 from .target import ModelTarget, PotentialTarget
 
 INITS = ("zeros", "prior", "normal")
 PRIOR_STEPS = ("explicit", "semi-implicit")
-LOG_EVERY = 10  # transitions between refreshes of the progress bar's figures
 
 
 class RunStats(NamedTuple):
@@ -56,7 +52,7 @@ def _check_int(name, value, low):
     return int(value)
 
 
-class ShortRunLangevin(MCMCKernel):
+class ShortRunLangevin(MCMCContract):
     r"""Short-run (non-persistent) Langevin dynamics for any Pyro model with continuous
     latents: one chain per element of the model's chain plate (one per image), all advanced
     together as one tensor.
@@ -81,7 +77,14 @@ class ShortRunLangevin(MCMCKernel):
 
     - ``metropolis=True`` (MALA): exact; accept/reject per chain; with a scale-mixture prior
       (:class:`~pyro_sparsegen.SpikeAndSlab`) a crossing move jumps one coordinate per chain
-      between spike and slab every transition (``crossing``);
+      between spike and slab every transition (``crossing``), and a pair move swaps the values
+      of two scale-mixture coordinates of one chain (``pair_move``: one twin of a pair of
+      near-duplicate dictionary columns for the other, which no one-coordinate move does);
+    - ``tempering`` (with ``metropolis=True``, in :meth:`sample_chains`): replica exchange,
+      every chain a ladder of inverse temperatures ``1 = beta_0 > ... > beta_{L-1} >= 0`` on
+      the likelihood (level ``l`` samples ``prior x likelihood^beta_l``), adjacent levels
+      swapping states (:mod:`~pyro_sparsegen.infer.tempering`); the kept draws are the
+      ``beta = 1`` level's, the posterior, and the ladder gives each image's evidence;
     - ``noise=True, metropolis=False, prior_step="explicit"`` (ULA, the paper's sampler): biased
       by the step size (on ``N(0, s^2)`` the stationary variance is ``s^2 / (1 - delta^2 /
       (4 s^2))``);
@@ -111,6 +114,19 @@ class ShortRunLangevin(MCMCKernel):
     :param float target_accept_prob: the adaptation's target (0.574, optimal for MALA).
     :param crossing: the spike/slab crossing move (default: on with ``metropolis=True`` when
         the model has a scale-mixture site).
+    :param pair_move: the pair move (default: on with ``metropolis=True`` when the model has
+        a scale-mixture site in the chain plate).
+    :param tempering: ``None`` (off), the number of levels ``L >= 2`` (a geometric ladder
+        from 1 down to ``1e-4``, then 0: :func:`~pyro_sparsegen.infer.tempering.default_ladder`)
+        or a strictly decreasing sequence of betas from 1 to a last one ``>= 0`` (``[L]``, or
+        ``[L, plate]`` per chain). Choosing it: the hottest level at 0 samples the prior,
+        which moves freely between modes and is needed for the evidence; enough levels that
+        every adjacent pair swaps often (the reported ``swap_accept_prob``; a few tens of
+        percent is plenty) — more levels for a sharper likelihood (more pixels, less noise).
+        Needs a model whose latent and observed sites are all in the chain plate (refused in
+        one line otherwise); ``sample_chains`` only (``pyro.infer.MCMC`` refuses it).
+    :param bool adapt_ladder: with tempering, move the levels during warm-up so that the swap
+        rejection rates are equal along the ladder (Syed et al. 2021).
     :param bool compile: compile the transition with ``torch.compile``.
     :param bool derive: derive a graph of the transition from the model (faster; checked
         against the model's trace); ``False`` runs the model through Pyro at every step.
@@ -129,7 +145,8 @@ class ShortRunLangevin(MCMCKernel):
                  noise=True, init=None, metropolis=False, prior_step="explicit",
                  chain_plate=None, adapt_step_size=None,
                  target_accept_prob=adaptation.TARGET_ACCEPT_PROB, crossing=None,
-                 compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR):
+                 compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR,
+                 pair_move=None, tempering=None, adapt_ladder=True):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) \
@@ -154,6 +171,15 @@ class ShortRunLangevin(MCMCKernel):
             raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
         if crossing and not metropolis:
             raise ValueError("crossing=True needs metropolis=True (it is a Metropolis move)")
+        if pair_move and not metropolis:
+            raise ValueError("pair_move=True needs metropolis=True (it is a Metropolis move)")
+        if tempering is not None and not metropolis:
+            raise ValueError("tempering needs metropolis=True (every level must be exact)")
+        if isinstance(tempering, numbers.Integral) and not isinstance(tempering, bool):
+            tempering = _check_int("tempering", tempering, 2)
+        elif tempering is not None:
+            tempering = [float(b) for b in tempering] if not isinstance(
+                tempering, torch.Tensor) else tempering
         self.model = model
         self.potential_fn = potential_fn
         self.step_size = float(step_size)
@@ -167,6 +193,9 @@ class ShortRunLangevin(MCMCKernel):
             bool(adapt_step_size)
         self.target_accept_prob = float(target_accept_prob)
         self.crossing = crossing
+        self.pair_move = pair_move
+        self.tempering = tempering
+        self.adapt_ladder = bool(adapt_ladder)
         self.compile = bool(compile)
         self.derive = bool(derive)
         self.max_energy_error = float(max_energy_error)
@@ -174,14 +203,14 @@ class ShortRunLangevin(MCMCKernel):
         self.last_run = None
         self.chain_stats = []
         self._targets = {}
-        self._dynamics = {}
+        self._transitions = {}
         self._initial_params = None
         self._reset()
         super().__init__()
 
     def __getstate__(self):  # derived graphs do not pickle (MCMC runs chains in processes)
         state = self.__dict__.copy()
-        state["_targets"], state["_dynamics"], state["_mcmc"] = {}, {}, None
+        state["_targets"], state["_transitions"], state["_mcmc"] = {}, {}, None
         state["_state"] = state["_returned"] = None
         return state
 
@@ -225,59 +254,71 @@ class ShortRunLangevin(MCMCKernel):
             self._targets[key] = target
         return target
 
-    def options(self, target):
+    def options(self, target, tempered=False):
         """The core's :class:`~pyro_sparsegen.infer.core.Options` for a target."""
         crossing = self.metropolis and bool(target.mixture_index.numel()) \
             if self.crossing is None else bool(self.crossing)
+        pair_index = getattr(target, "pair_sites", (target.mixture_index,))[0]
+        pairs = self.metropolis and bool(pair_index.numel()) \
+            if self.pair_move is None else bool(self.pair_move)
         return Options(noise=self.noise, metropolis=self.metropolis,
                        precondition=self.prior_step == "semi-implicit", crossing=crossing,
-                       max_energy_error=self.max_energy_error)
+                       max_energy_error=self.max_energy_error, pairs=pairs,
+                       tempered=bool(tempered))
 
-    def dynamics(self, target, args=(), kwargs=None):
-        """The :class:`~pyro_sparsegen.infer.derived.Dynamics` of a target, bound to args."""
-        options = self.options(target)
+    def transition(self, target, args=(), kwargs=None, tempered=False):
+        """The :class:`~pyro_sparsegen.infer.transition.Transition` of a target (built once per
+        target and settings), bound to these model arguments."""
+        options = self.options(target, tempered)
         key = (id(target), options, self.compile, self.derive)
-        dyn = self._dynamics.get(key)
+        dyn = self._transitions.get(key)
         if dyn is None or dyn.target is not target:
-            dyn = Dynamics(target, options, derive=self.derive, compile=self.compile)
-            if len(self._dynamics) >= 8:
-                self._dynamics.pop(next(iter(self._dynamics)))
-            self._dynamics[key] = dyn
+            dyn = Transition(target, options, derive=self.derive, compile=self.compile)
+            if len(self._transitions) >= 8:
+                self._transitions.pop(next(iter(self._transitions)))
+            self._transitions[key] = dyn
         dyn.bind(args, kwargs or {})
         return dyn
+
+    dynamics = transition  # the former name
+
+    @property
+    def _dynamics(self):  # the former name of the cache (benchmarks/kernel_step.py reads it)
+        return self._transitions
 
     def graph_went_stale(self):
         """A caller of ``infer(sync=False)`` found a run's check failed: every derived graph
         is derived again (and given up after a second time)."""
-        for dyn in self._dynamics.values():
+        for dyn in self._transitions.values():
             if dyn.using_graph:
                 dyn.mismatch_found()
 
     def _start(self, target, init, args, kwargs):
         if init == "prior":
             return target.prior_free(args, kwargs)
-        position, glob = target.zeros()
+        position, global_position = target.zeros()
         if init == "normal":
-            position, glob = torch.randn_like(position), torch.randn_like(glob)
-        return position, glob
+            position, global_position = torch.randn_like(position), \
+                torch.randn_like(global_position)
+        return position, global_position
 
     def _step_sizes(self, target, dyn, state):
         """Per-chain step sizes ``[*R, N]`` and the global block's ``[*R]``, the latter scaled
         to the block's curvature so that the explicit step is stable there."""
         lead = state.position.shape[:-1]
         local = torch.full(lead, self.step_size, dtype=target.dtype, device=target.device)
-        glob = torch.full(lead[:-1], self.step_size, dtype=target.dtype, device=target.device)
+        step = torch.full(lead[:-1], self.step_size, dtype=target.dtype, device=target.device)
         if target.global_size:
             curvature = self._global_curvature(target, dyn, state)
-            glob = torch.minimum(glob, curvature.clamp(min=1e-12).rsqrt())
-        return local, glob
+            step = torch.minimum(step, curvature.clamp(min=1e-12).rsqrt())
+        return local, step
 
     def _global_curvature(self, target, dyn, state):
         """``[*R]``: the largest diagonal curvature ``-d2 log p / dg2`` of the global block,
         by finite differences of the gradient (exact per coordinate for up to 4 coordinates,
         else from one Rademacher probe)."""
         density = dyn.density_fn(*dyn._rebuild(dyn._tensors))
-        g, grad = state.glob, state.density.grad_global
+        g, grad = state.global_position, state.density.grad_global
         h = 1e-3 * (1.0 + g.abs())
         size = target.global_size
         with torch.no_grad():
@@ -295,6 +336,25 @@ class ShortRunLangevin(MCMCKernel):
                 kappa = (-(moved - grad) * v / h)
         return kappa.nan_to_num(nan=0.0, posinf=1e30).amax(-1)
 
+    # -- warm-up adaptation --
+    def _adaptation(self, steps):
+        """Dual averaging of both blocks' step sizes from ``steps = (local, global)``, or
+        ``None`` when the kernel does not adapt."""
+        if not self.adapt_step_size:
+            return None
+        return tuple(adaptation.dual_averaging_init(s) for s in steps)
+
+    def _adapted(self, adapt, info, final):
+        """One warm-up update from a transition's acceptance: ``(adapt, (local, global) step
+        sizes)``; on the ``final`` warm-up transition the averaged iterates, kept from then
+        on."""
+        probs = (info.accept_prob, info.global_accept_prob)
+        adapt = tuple(adaptation.dual_averaging_update(a, p, self.target_accept_prob)
+                      for a, p in zip(adapt, probs))
+        steps = tuple(adaptation.dual_averaging_final(a) if final else a.step_size
+                      for a in adapt)
+        return adapt, steps
+
     # -- the fast call --
     def log_density(self, latents, *args, **kwargs):
         """``(log density, log-likelihood)`` per chain (``[*R, N]``) at constrained
@@ -309,8 +369,8 @@ class ShortRunLangevin(MCMCKernel):
             if replicas:
                 target = self.target(args, kwargs, replicas)
         free = target.unconstrain(latents) if hasattr(target, "unconstrain") else latents
-        position, glob = target.pack_free(free, replicas=replicas)
-        d = target.density(position, glob, args, kwargs)
+        position, global_position = target.pack_free(free, replicas=replicas)
+        d = target.density(position, global_position, args, kwargs)
         return d.local, d.observed
 
     def infer(self, *args, num_chains=None, sync=True, **kwargs):
@@ -327,14 +387,15 @@ class ShortRunLangevin(MCMCKernel):
         """
         replicas = 0 if num_chains is None else _check_int("num_chains", num_chains, 1)
         target = self.target(args, kwargs, replicas)
-        dyn = self.dynamics(target, args, kwargs)
-        position, glob = self._start(target, self.init or "zeros", args, kwargs)
-        state, mismatch = dyn.begin(position, glob)
+        dyn = self.transition(target, args, kwargs)
+        position, global_position = self._start(target, self.init or "zeros", args, kwargs)
+        state, mismatch = dyn.begin(position, global_position)
         local_step, global_step = self._step_sizes(target, dyn, state)
         options = dyn.options
         divergences = accept = None
         for _ in range(self.num_steps):
-            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
+            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0,
+                                   getattr(target, "pair_sites", None))
             state, info = dyn.step(state, randoms, local_step, global_step)
             if divergences is None:
                 divergences, accept = info.diverging.to(torch.int32), info.accept_prob.clone()
@@ -347,7 +408,7 @@ class ShortRunLangevin(MCMCKernel):
         d = state.density
         self.last_run = RunStats(divergences, accept / self.num_steps, d.local, d.observed,
                                  mismatch)
-        return target.values(state.position, state.glob)
+        return target.values(state.position, state.global_position)
 
     def sample_chains(self, *args, num_chains=4, num_draws=200, warmup_steps=None, thin=1,
                       initial=None, **kwargs):
@@ -356,182 +417,38 @@ class ShortRunLangevin(MCMCKernel):
         :attr:`init` (default: prior draws), then ``num_draws`` kept draws, one every
         ``thin`` transitions.
 
+        With :attr:`tempering` every chain is a ladder of ``L`` levels (replica exchange,
+        :mod:`~pyro_sparsegen.infer.tempering`): ``num_chains`` independent ladders per image,
+        ``num_chains * L`` rows in one tensor, every level taking the kernel's transition with
+        its own adapted step size, then a swap step between adjacent levels; with
+        :attr:`adapt_ladder` the warm-up also moves the levels (rounds of doubling length in its
+        first half) so that the swap rejection rates are equal. Only the coldest level
+        (``beta = 1``, the posterior) is returned.
+
         :param initial: where the chains start instead: constrained values ``{site: [chains,
-            *site_shape]}`` (e.g. ``infer(..., num_chains=C)`` of a noise-free kernel).
+            *site_shape]}`` (e.g. ``infer(..., num_chains=C)`` of a noise-free kernel); with
+            tempering every level of a ladder starts there.
         :return: ``(samples, stats)``: ``samples[site]`` is ``[chains, draws, *site_shape]``
             (constrained); ``stats`` has ``log_density``, ``log_likelihood``,
             ``accept_prob``, ``diverging`` and ``step_size`` (``[chains, draws, plate]``; a
             thinned draw is diverging when any of its transitions was, and ``accept_prob``
             is their mean), ``global_step_size`` (``[chains]``) and ``options`` (the core's
-            :class:`~pyro_sparsegen.infer.core.Options` it ran with).
+            :class:`~pyro_sparsegen.infer.core.Options` it ran with). Tempered, also
+            ``beta`` (``[levels, plate]``, the adapted ladder), ``swap_accept_prob``
+            (``[levels - 1, plate]``: mean swap acceptance probability of each adjacent pair
+            over the kept transitions), ``round_trips`` (``[chains, plate]``: states that went
+            from the coldest level to the hottest and back, during the kept transitions),
+            ``level_log_likelihood`` (``[chains, draws, levels, plate]``) and
+            ``log_marginal_likelihood`` / ``log_marginal_likelihood_mcse`` (``[plate]``: the
+            stepping-stone estimate of ``log p(x)`` per image and its Monte Carlo error, see
+            :func:`~pyro_sparsegen.infer.tempering.stepping_stone`; NaN unless the hottest
+            level is at ``beta = 0``).
         """
         num_chains = _check_int("num_chains", num_chains, 1)
         num_draws = _check_int("num_draws", num_draws, 1)
         thin = _check_int("thin", thin, 1)
         warmup_steps = self.num_steps if warmup_steps is None else \
             _check_int("warmup_steps", warmup_steps, 0)
-        target = self.target(args, kwargs, num_chains)
-        dyn = self.dynamics(target, args, kwargs)
-        if initial is None:
-            position, glob = self._start(target, self.init or "prior", args, kwargs)
-        else:
-            position, glob = target.pack_free(target.unconstrain(
-                {k: v.detach() for k, v in initial.items()}))
-        state, mismatch = dyn.begin(position, glob)
-        if mismatch is not None and bool(mismatch):
-            dyn.mismatch_found()
-            state = dyn.init(position, glob)
-        local_step, global_step = self._step_sizes(target, dyn, state)
-        adapt = self.adapt_step_size and warmup_steps > 0
-        if adapt:
-            da_local = adaptation.dual_averaging_init(local_step)
-            da_global = adaptation.dual_averaging_init(global_step)
-        options = dyn.options
-        draws, stats = [], {k: [] for k in ("log_density", "log_likelihood", "accept_prob",
-                                            "diverging", "step_size")}
-        accept = diverging = None
-        for i in range(warmup_steps + num_draws * thin):
-            randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0)
-            state, info = dyn.step(state, randoms, local_step, global_step)
-            if i < warmup_steps:
-                if adapt:
-                    da_local = adaptation.dual_averaging_update(da_local, info.accept_prob,
-                                                                self.target_accept_prob)
-                    da_global = adaptation.dual_averaging_update(
-                        da_global, info.global_accept_prob, self.target_accept_prob)
-                    final = i == warmup_steps - 1
-                    local_step = adaptation.dual_averaging_final(da_local) if final else \
-                        da_local.step_size
-                    global_step = adaptation.dual_averaging_final(da_global) if final else \
-                        da_global.step_size
-                continue
-            j = (i - warmup_steps) % thin
-            accept = info.accept_prob / thin if j == 0 else accept + info.accept_prob / thin
-            diverging = info.diverging if j == 0 else diverging | info.diverging
-            if j == thin - 1:
-                draws.append((state.position, state.glob))
-                stats["log_density"].append(state.density.local)
-                stats["log_likelihood"].append(state.density.observed)
-                stats["accept_prob"].append(accept)
-                stats["diverging"].append(diverging)
-                stats["step_size"].append(local_step)
-        position = torch.stack([p for p, _ in draws], 1)  # [chains, draws, N, D]
-        glob = torch.stack([g for _, g in draws], 1)
-        flat = target.values(position.reshape(-1, *position.shape[2:]),
-                             glob.reshape(num_chains * num_draws, glob.shape[-1]))
-        samples = {k: v.reshape(num_chains, num_draws, *v.shape[1:]) for k, v in flat.items()}
-        out = {k: torch.stack(v, 1) for k, v in stats.items()}
-        out["global_step_size"] = global_step
-        out["options"] = options
-        return samples, out
-
-    # -- the MCMCKernel contract --
-    @property
-    def initial_params(self):
-        return self._initial_params
-
-    @initial_params.setter
-    def initial_params(self, params):
-        self._initial_params = params
-
-    def setup(self, warmup_steps, *args, **kwargs):
-        self._reset()
-        self._warmup_steps = warmup_steps
-        target = self.target(args, kwargs)
-        dyn = self.dynamics(target, args, kwargs)
-        self.transforms = target.transforms
-        self._mcmc = (target, dyn)
-        if self._initial_params is None:
-            init = self.init or ("zeros" if self.potential_fn is not None else "prior")
-            with pyro.validation_enabled(False):
-                self._initial_params = target.unpack_free(*self._start(target, init, args,
-                                                                       kwargs))
-
-    def _begin_chain(self, params):
-        target, dyn = self._mcmc
-        position, glob = target.pack_free({k: v.detach() for k, v in params.items()},
-                                          replicas=0)
-        state, mismatch = dyn.begin(position, glob)
-        if mismatch is not None and bool(mismatch):
-            dyn.mismatch_found()
-            state = dyn.init(position, glob)
-        if self._steps is None:
-            self._steps = self._step_sizes(target, dyn, state)
-            if self.adapt_step_size and self._warmup_steps > 0:
-                self._adapt = (adaptation.dual_averaging_init(self._steps[0]),
-                               adaptation.dual_averaging_init(self._steps[1]))
-        return state
-
-    def sample(self, params):
-        target, dyn = self._mcmc
-        state = self._state
-        if state is None or params is not self._returned:
-            state = self._begin_chain(params)
-        randoms = draw_randoms(state, dyn.options, target.mixture_index, target.global_size > 0)
-        state, info = dyn.step(state, randoms, *self._steps)
-        self._t += 1
-        if self._t <= self._warmup_steps:
-            if self._adapt is not None:
-                da_local = adaptation.dual_averaging_update(self._adapt[0], info.accept_prob,
-                                                            self.target_accept_prob)
-                da_global = adaptation.dual_averaging_update(
-                    self._adapt[1], info.global_accept_prob, self.target_accept_prob)
-                self._adapt = (da_local, da_global)
-                if self._t == self._warmup_steps:  # frozen from here on
-                    self._steps = (adaptation.dual_averaging_final(da_local),
-                                   adaptation.dual_averaging_final(da_global))
-                else:
-                    self._steps = (da_local.step_size, da_global.step_size)
-        else:
-            self._draws.append((info.accept_prob, info.diverging, self._steps[0]))
-        self._refresh_logging(info)
-        self._state = state
-        self._returned = target.unpack_free(state.position, state.glob)
-        return self._returned
-
-    def _refresh_logging(self, info):
-        """Cached figures for the progress bar, a few transitions stale: on a GPU they come
-        through a non-blocking copy, never a synchronisation."""
-        if self._t % LOG_EVERY != 1 and self._t > 1:
-            return
-        figures = torch.stack([info.accept_prob.mean(), self._steps[0].mean()]).detach()
-        if self._host is not None:
-            host, event = self._host
-            if event is None or event.query():
-                self._accept_mean, self._step_mean = (float(v) for v in host)
-        if figures.is_cuda:
-            host = torch.empty(2, dtype=figures.dtype, pin_memory=True)
-            host.copy_(figures, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._host = (host, event)
-        else:
-            self._accept_mean, self._step_mean = (float(v) for v in figures)
-            self._host = None
-
-    def logging(self):
-        return OrderedDict([("step size", f"{self._step_mean:.2e}"),
-                            ("acc. prob", f"{self._accept_mean:.3f}")])
-
-    def diagnostics(self):
-        """``divergences`` (post-warm-up draws where any chain diverged), ``acceptance rate``,
-        and per draw and chain ``accept_prob``, ``step_size`` and ``diverging`` (NumPy
-        ``[draws, chains]``; :func:`pyro_sparsegen.diagnostics.add_kernel_stats` puts them
-        into ``az.from_pyro``'s InferenceData). Also appended to :attr:`chain_stats`."""
-        if self._draws:
-            accept = torch.stack([a for a, _, _ in self._draws]).detach().cpu().numpy()
-            diverging = torch.stack([d for _, d, _ in self._draws]).cpu().numpy()
-            steps = torch.stack([s for _, _, s in self._draws]).detach().cpu().numpy()
-        else:
-            accept = steps = np.zeros((0, 0))
-            diverging = np.zeros((0, 0), dtype=bool)
-        flags = diverging.any(-1) if diverging.size else np.zeros(0, dtype=bool)
-        out = {"divergences": [int(i) for i in np.flatnonzero(flags)],
-               "acceptance rate": float(accept.mean()) if accept.size else float("nan"),
-               "accept_prob": accept, "step_size": steps, "diverging": diverging}
-        self.chain_stats.append(out)
-        return out
-
-    def cleanup(self):
-        self._reset()
-        self._initial_params = None
+        return chains.sample_chains(self, args, kwargs, num_chains=num_chains,
+                                    num_draws=num_draws, warmup_steps=warmup_steps, thin=thin,
+                                    initial=initial)

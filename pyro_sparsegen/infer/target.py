@@ -8,132 +8,30 @@ is the plate given as ``chain_plate`` or, by default, the plate holding the most
 coordinates such that no site outside it depends on the latents inside it. Latent sites inside
 it form each chain's block (``position: [*R, N, D]``, every batch dim the site has, declared
 by a plate or not, flattened into ``D``); latent sites outside it form the global block
-(``glob: [*R, G]``). A model without such a plate is one chain (``N = 1``).
+(``global_position: [*R, G]``). A model without such a plate is one chain (``N = 1``).
 
 The density is evaluated by running the model itself under one light effect handler
-(:class:`_Evaluate`) that substitutes the latent values and collects every sample site's
-``log_prob`` (scaled and masked as Pyro does); nothing of the model is written twice.
+(:class:`~pyro_sparsegen.infer.sites.Evaluate`) that substitutes the latent values and
+collects every sample site's ``log_prob`` (scaled and masked as Pyro does); nothing of the
+model is written twice. The sites' own helpers (what is latent, the plate's choice, the
+dependencies) are in :mod:`.sites`.
 """
 
-import contextlib
 import math
-from typing import NamedTuple, Optional
 
-import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 
-from ..distributions import base_distribution, isotropic_normal_log_prob
+from ..distributions import base_distribution
 from ..runtime import forked_rng
 from .core import Density
+from .sites import (Evaluate, Site, check_continuous, choose_plate, dependencies, is_identity,
+                    is_scale_mixture, log_scale_ratio, normal_log_prob, plates, replicated,
+                    secant_curvature, site_log_prob)
 
-_NORMALS = (torch.distributions.Normal, pyro.distributions.Normal)
-Independent = torch.distributions.Independent
-
-
-class _Site(NamedTuple):
-    name: str
-    local: bool  # in the chain plate (each chain's block) or global
-    shape: torch.Size  # constrained value shape (no replica dims)
-    event_dim: int
-    transform: object  # constrained -> unconstrained is transform.inv
-    identity: bool
-    free_shape: torch.Size  # unconstrained value shape
-    ldj_event_dim: int  # event dims of log|det J| left to sum
-    chain_dim: Optional[int]  # dim of the unconstrained value that is the chain plate
-    size: int  # numel per chain (local) or in all (global)
-    offset: int  # start in its block
-    mixture: bool  # zero-centred scale mixture: semi-implicit step, crossing move
-    crossing: bool  # the mixture exposes its component scales
-
-
-def _is_identity(transform):
-    while isinstance(transform, torch.distributions.transforms.IndependentTransform):
-        transform = transform.base_transform
-    return isinstance(transform, torch.distributions.transforms.ComposeTransform) and \
-        not transform.parts
-
-
-def is_scale_mixture(fn):
-    """Whether a site's distribution declares itself a zero-centred scale mixture
-    (``scale_mixture = True``, as :class:`~pyro_sparsegen.SpikeAndSlab`)."""
-    return bool(getattr(base_distribution(fn), "scale_mixture", False))
-
-
-def _plates(msg):
-    return {f.name: f for f in msg["cond_indep_stack"] if f.vectorized}
-
-
-class _Evaluate(Messenger):
-    """Substitutes the latent sites' values and keeps every sample site's message."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-        self.sites = []
-
-    def _pyro_sample(self, msg):
-        if msg["is_observed"] or site_is_subsample(msg):
-            return
-        value = self.values.get(msg["name"])
-        if value is None:
-            raise ValueError(f"latent site {msg['name']!r} was not in the model's first trace; "
-                             "ShortRunLangevin needs a model whose sites do not change between "
-                             "calls")
-        msg["value"] = value
-        msg["done"] = True
-
-    def _pyro_post_sample(self, msg):
-        if not site_is_subsample(msg) and not msg["infer"].get("_deterministic"):
-            self.sites.append(msg)
-
-
-def _log_prob(msg):
-    fn, value = msg["fn"], msg["value"]
-    out = _normal_log_prob(fn, value)
-    return scale_and_mask(fn.log_prob(value) if out is None else out, msg["scale"],
-                          msg["mask"])
-
-
-def _normal_log_prob(fn, value):
-    """A ``Normal`` (under ``Independent``) with one scale for every element and no gradient
-    to it, the usual image likelihood: the same density with a one-operation gradient
-    (:func:`~pyro_sparsegen.distributions.isotropic_normal_log_prob`); ``None`` otherwise."""
-    dims = 0
-    while isinstance(fn, Independent):
-        dims += fn.reinterpreted_batch_ndims
-        fn = fn.base_dist
-    if type(fn) not in _NORMALS or fn.scale.requires_grad:
-        return None
-    scale = fn.scale
-    if scale.numel() != 1 and any(stride != 0 for stride in scale.stride()):
-        return None  # one value broadcast (stride 0), not a tensor of scales
-    return isotropic_normal_log_prob(value, fn.loc, scale[(0,) * scale.dim()], dims)
-
-
-def _secant_curvature(fn, value, eps=1e-6):
-    """``max(-d/dz log p(z) / z, 0)`` elementwise: the distribution's closed form
-    ``secant_curvature`` when it has one, else by autograd; exact zeros use ``z = eps``."""
-    base = base_distribution(fn)
-    value = value.detach()
-    closed = getattr(base, "secant_curvature", None)
-    if closed is not None:
-        return closed(value).expand(value.shape)
-    z = torch.where(value.abs() < eps, torch.full_like(value, eps), value)
-    with torch.enable_grad():
-        z = z.requires_grad_(True)
-        (grad,) = torch.autograd.grad(base.log_prob(z).sum(), z)
-    return (-grad / z.detach()).clamp(min=0.0).nan_to_num(nan=0.0, posinf=1e30)
-
-
-def _log_scale_ratio(fn, value):
-    spike, slab = base_distribution(fn).component_scales()
-    return (slab.log() - spike.log()).expand(value.shape)
-
+_normal_log_prob = normal_log_prob  # the former name (tests import it from here)
 
 class ModelTarget:
     """The log density of a Pyro model's latent sites, per element of its chain plate.
@@ -158,7 +56,7 @@ class ModelTarget:
         if not latent:
             raise ValueError("the model has no latent sample site to infer")
         for site in latent:
-            _check_continuous(site)
+            check_continuous(site)
         everything = latent + observed
         self.batch_rank = max([len(s["fn"].batch_shape) for s in everything]
                               + [s["value"].dim() - s["fn"].event_dim for s in everything]
@@ -169,8 +67,8 @@ class ModelTarget:
         first = latent[0]["value"]
         self.dtype = first.dtype if first.is_floating_point() else torch.get_default_dtype()
         self.device = first.device
-        depends = _dependencies(model, args, kwargs, latent)
-        self.plate, self.num_chains, self.plate_dim = _choose_plate(latent, everything, depends,
+        depends = dependencies(model, args, kwargs, latent)
+        self.plate, self.num_chains, self.plate_dim = choose_plate(latent, everything, depends,
                                                                     chain_plate)
         self._chain_index = None if self.plate is None else self.rank + self.plate_dim
         self.sites = self._layout(latent)
@@ -186,7 +84,40 @@ class ModelTarget:
         self.has_curvature = any(s.mixture for s in self.sites)
         index = [s.offset + i for s in self.local_sites if s.crossing for i in range(s.size)]
         self.mixture_index = torch.tensor(index, dtype=torch.long, device=self.device)
+        self.pair_sites = self._pairs()
         self._local_names = {s.name for s in self.local_sites}
+        self.observed_outside = [site["name"] for site in observed
+                                 if not self.in_chain_plate(site)]
+
+    def _pairs(self):
+        """What the pair move picks from (``(index, start, size)``, see
+        :func:`~pyro_sparsegen.infer.core.draw_randoms`): the chains' scale-mixture
+        coordinates and, for each, where its site's coordinates start among them and how many
+        there are."""
+        index, start, size = [], [], []
+        for s in self.local_sites:
+            if s.mixture:
+                start += [len(index)] * s.size
+                size += [s.size] * s.size
+                index += [s.offset + i for i in range(s.size)]
+
+        def tensor(values):
+            return torch.tensor(values, dtype=torch.long, device=self.device)
+
+        return tensor(index), tensor(start), tensor(size)
+
+    def check_temperable(self):
+        """Refuse (``ValueError``, one line) a model whose likelihood cannot be tempered per
+        chain: one with a global block or with observed sites outside the chain plate (a swap
+        per image would need the cross terms of what the chains share)."""
+        if self.global_size:
+            raise ValueError(f"tempering needs every latent site in the chain plate "
+                             f"{self.plate!r}; {[s.name for s in self.global_sites]} are "
+                             "outside it (a global block: per-image swaps would need the cross "
+                             "terms of the shared latents)")
+        if self.observed_outside:
+            raise ValueError(f"tempering needs every observed site in the chain plate "
+                             f"{self.plate!r}; {self.observed_outside} are outside it")
 
     # -- layout --
     def _layout(self, latent):
@@ -196,14 +127,14 @@ class ModelTarget:
             transform = biject_to(fn.support)
             free = transform.inv(value)
             batch = value.dim() - fn.event_dim
-            local = self.plate is not None and self.plate in _plates(site)
+            local = self.plate is not None and self.plate in plates(site)
             chain_dim = batch + self.plate_dim if local else None
             n = self.num_chains if local else 1
-            mixture = is_scale_mixture(fn) and _is_identity(transform)
+            mixture = is_scale_mixture(fn) and is_identity(transform)
             crossing = mixture and hasattr(base_distribution(fn), "component_scales")
             size = free.numel() // n
-            sites.append(_Site(site["name"], local or self.plate is None, value.shape,
-                               fn.event_dim, transform, _is_identity(transform), free.shape,
+            sites.append(Site(site["name"], local or self.plate is None, value.shape,
+                               fn.event_dim, transform, is_identity(transform), free.shape,
                                fn.event_dim - transform.codomain.event_dim, chain_dim, size,
                                offsets[local or self.plate is None], mixture, crossing))
             offsets[local or self.plate is None] += size
@@ -212,7 +143,7 @@ class ModelTarget:
     def _lead(self, tensor, block_rank):
         return tuple(tensor.shape[:tensor.dim() - block_rank])
 
-    def unpack_free(self, position, glob):
+    def unpack_free(self, position, global_position):
         """``{site: unconstrained value [*R, *free_shape]}`` from the two blocks."""
         out = {}
         lead = self._lead(position, 2)
@@ -228,12 +159,13 @@ class ModelTarget:
                 v = flat.reshape(lead + (self.num_chains,) + tuple(rest))
                 out[s.name] = v.movedim(len(lead), len(lead) + s.chain_dim)
         for s in self.global_sites:
-            out[s.name] = glob[..., s.offset:s.offset + s.size].reshape(
+            out[s.name] = global_position[..., s.offset:s.offset + s.size].reshape(
                 lead + tuple(s.free_shape))
         return out
 
     def pack_free(self, free, replicas=None):
-        """``(position [*R, N, D], glob [*R, G])`` from unconstrained values ``[*R, *free]``."""
+        """``(position [*R, N, D], global_position [*R, G])`` from unconstrained values
+        ``[*R, *free]``."""
         r = self.replicas if replicas is None else replicas
         parts_local, parts_global = [], []
         for s in self.sites:
@@ -251,8 +183,8 @@ class ModelTarget:
                 parts_global.append(v.reshape(lead + (s.size,)))
         position = parts_local[0] if len(parts_local) == 1 else torch.cat(parts_local, -1)
         lead = tuple(position.shape[:-2])
-        glob = torch.cat(parts_global, -1) if parts_global else position.new_zeros(lead + (0,))
-        return position.to(self.dtype), glob.to(self.dtype)
+        g = torch.cat(parts_global, -1) if parts_global else position.new_zeros(lead + (0,))
+        return position.to(self.dtype), g.to(self.dtype)
 
     def constrain(self, free):
         """Constrained values from unconstrained ones (same leading dims)."""
@@ -263,16 +195,16 @@ class ModelTarget:
         return {s.name: values[s.name] if s.identity else s.transform.inv(values[s.name])
                 for s in self.sites}
 
-    def values(self, position, glob):
+    def values(self, position, global_position):
         """Constrained values ``{site: [*R, *shape]}`` at a position."""
-        return self.constrain(self.unpack_free(position, glob))
+        return self.constrain(self.unpack_free(position, global_position))
 
     # -- running the model --
     def _run(self, values, args, kwargs):
         """Run the model with ``values`` substituted (``[*R, *shape]``); return its sites."""
         if self.replicas:
             values = {name: self._pad(name, v) for name, v in values.items()}
-        with _Evaluate(values) as ev, _replicated(self.replicas, self._replica_dim):
+        with Evaluate(values) as ev, replicated(self.replicas, self._replica_dim):
             self.model(*args, **kwargs)
         return ev.sites
 
@@ -311,6 +243,12 @@ class ModelTarget:
     def terms(self, values, args=None, kwargs=None, jacobians=None):
         """``(local [*R, N], shared [*R], observed [*R, N], sites)`` of the model's log joint at
         constrained ``values``; ``jacobians`` (``{site: log|det J|}``) join their sites."""
+        latent, shared, observed, msgs = self.split_terms(values, args, kwargs, jacobians)
+        return latent + observed, shared, observed, msgs
+
+    def split_terms(self, values, args=None, kwargs=None, jacobians=None):
+        """As :meth:`terms`, with the chains' latent part (prior and Jacobians) apart from the
+        observed part: ``(latent [*R, N], shared [*R], observed [*R, N], sites)``."""
         args = self.args if args is None else args
         kwargs = self.kwargs if kwargs is None else kwargs
         msgs = self._run(values, args, kwargs)
@@ -320,15 +258,15 @@ class ModelTarget:
             return part if total is None else total + part
 
         for msg in msgs:
-            term = _log_prob(msg)
+            term = site_log_prob(msg)
             if jacobians is not None and msg["name"] in jacobians:
                 term = term + jacobians[msg["name"]]
             in_plate = self.in_chain_plate(msg)
             part = self._per_chain(term, in_plate)
-            if in_plate:
+            if in_plate and msg["is_observed"]:
+                observed = add(observed, part)
+            elif in_plate:
                 local = add(local, part)
-                if msg["is_observed"]:
-                    observed = add(observed, part)
             else:
                 shared = add(shared, part)
         lead = (self.replicas,) if self.replicas else ()
@@ -353,34 +291,52 @@ class ModelTarget:
             out[s.name] = ldj
         return out
 
-    def density(self, position, glob, args=None, kwargs=None, *, curvature=False,
-                crossing=False):
-        """:class:`~pyro_sparsegen.infer.core.Density` at ``position`` / ``glob``: the model's
-        log joint with the transforms' Jacobians, its gradient, and (``curvature``,
-        ``crossing``) what the semi-implicit step and the crossing move need."""
+    def density(self, position, global_position, args=None, kwargs=None, *, curvature=False,
+                crossing=False, beta=None):
+        """:class:`~pyro_sparsegen.infer.core.Density` at ``position`` / ``global_position``: the
+        model's log joint with the transforms' Jacobians, its gradient, and (``curvature``,
+        ``crossing``) what the semi-implicit step and the crossing move need.
+
+        :param beta: ``[*R, N]`` inverse temperatures of the chains' likelihood, or ``None``:
+            the density is then ``prior + beta * observed`` with the observed part and its
+            gradient kept untempered (``grad_observed``); refused for a model
+            :meth:`check_temperable` refuses.
+        """
+        grad_observed = None
         with torch.enable_grad():
             position = position.detach().requires_grad_(True)
-            glob = glob.detach().requires_grad_(self.global_size > 0)
-            free = self.unpack_free(position, glob)
+            global_position = global_position.detach().requires_grad_(self.global_size > 0)
+            free = self.unpack_free(position, global_position)
             values = self.constrain(free)
-            local, shared, observed, msgs = self.terms(values, args, kwargs,
-                                                       self._jacobians(free, values))
-            inputs = [position, glob] if self.global_size else [position]
-            grads = torch.autograd.grad(local.sum() + shared.sum(), inputs, allow_unused=True)
+            latent, shared, observed, msgs = self.split_terms(values, args, kwargs,
+                                                              self._jacobians(free, values))
+            inputs = [position, global_position] if self.global_size else [position]
+            if beta is None:
+                local = latent + observed
+                grads = torch.autograd.grad(local.sum() + shared.sum(), inputs,
+                                            allow_unused=True)
+            else:
+                self.check_temperable()
+                # two backward passes, each through its own part only (the prior's is cheap):
+                # a swap moves a state to another beta by arithmetic on the two
+                grad_prior = _grad(latent, position, retain_graph=True)
+                grad_observed = _grad(observed, position)
+                grads = (grad_prior + beta.unsqueeze(-1) * grad_observed,)
+                local = latent + beta * observed
         grad = _zero_if_none(grads[0], position)
-        grad_global = _zero_if_none(grads[1], glob) if self.global_size else \
-            glob.detach()
+        grad_global = _zero_if_none(grads[1], global_position) if self.global_size else \
+            global_position.detach()
         kappa = kappa_global = ratio = None
         if (curvature and self.has_curvature) or (crossing and self.mixture_index.numel()):
             by_name = {msg["name"]: msg for msg in msgs}
             if curvature and self.has_curvature:
-                kappa, kappa_global = self._mixture_arrays(by_name, _secant_curvature,
+                kappa, kappa_global = self._mixture_arrays(by_name, secant_curvature,
                                                            lambda s: s.mixture)
             if crossing and self.mixture_index.numel():
-                ratio, _ = self._mixture_arrays(by_name, _log_scale_ratio,
+                ratio, _ = self._mixture_arrays(by_name, log_scale_ratio,
                                                 lambda s: s.crossing and s.local)
         return Density(local.detach(), shared.detach(), observed.detach(), grad, grad_global,
-                       kappa, kappa_global, ratio)
+                       kappa, kappa_global, ratio, grad_observed)
 
     def _mixture_arrays(self, msgs, fn, wanted):
         """``fn(site distribution, value)`` of the sites ``wanted(site)`` picks, 0 elsewhere,
@@ -394,8 +350,8 @@ class ModelTarget:
             else:
                 a = torch.zeros(lead + tuple(s.free_shape), dtype=self.dtype, device=self.device)
             arrays[s.name] = a
-        local, glob = self.pack_free(arrays)
-        return local, (glob if any(wanted(s) for s in self.global_sites) else None)
+        local, global_position = self.pack_free(arrays)
+        return local, (global_position if any(wanted(s) for s in self.global_sites) else None)
 
     # -- starts --
     def prior_free(self, args=None, kwargs=None):
@@ -403,7 +359,7 @@ class ModelTarget:
         (Consumes the global RNG, as sampling should.)"""
         args = self.args if args is None else args
         kwargs = self.kwargs if kwargs is None else kwargs
-        with _replicated(self.replicas, self._replica_dim):
+        with replicated(self.replicas, self._replica_dim):
             trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         values = {}
         for s in self.sites:
@@ -424,115 +380,13 @@ def _zero_if_none(grad, like):
     return torch.zeros_like(like) if grad is None else grad
 
 
-@contextlib.contextmanager
-def _replicated(replicas, dim):
-    if not replicas:
-        yield
-        return
-    with pyro.plate("_replicas", replicas, dim=dim):
-        yield
-
-
-def _check_continuous(site):
-    name, fn = site["name"], site["fn"]
-    if site["infer"].get("enumerate") or fn.support.is_discrete:
-        raise ValueError(
-            f"latent site {name!r} is discrete ({type(fn).__name__}); ShortRunLangevin needs "
-            "continuous latents: marginalise the discrete part analytically (as SpikeAndSlab "
-            "marginalises its gate)")
-    try:
-        biject_to(fn.support)
-    except NotImplementedError:
-        raise ValueError(f"latent site {name!r} has support {fn.support}, which has no "
-                         "bijection to the real numbers") from None
-
-
-def _support_tensors(constraint):
-    out = []
-    for value in vars(constraint).values():
-        if isinstance(value, torch.Tensor):
-            out.append(value)
-        elif isinstance(value, constraints.Constraint):
-            out.extend(_support_tensors(value))
-    return out
-
-
-def _dependencies(model, args, kwargs, latent):
-    """``{site: set of latent sites its log density depends on}`` (autograd connectivity at
-    the first trace's values); refuses supports that depend on another latent."""
-    leaves = {s["name"]: s["value"].detach().clone().requires_grad_(
-        s["value"].is_floating_point()) for s in latent}
-    names = list(leaves)
-    with forked_rng(model, args, kwargs), torch.enable_grad(), pyro.validation_enabled(False):
-        with _Evaluate(leaves) as ev:
-            model(*args, **kwargs)
-        inputs = [leaves[n] for n in names]
-        out = {}
-        for msg in ev.sites:
-            term = _log_prob(msg)
-            out[msg["name"]] = _connected(term, inputs, names)
-            if not msg["is_observed"]:
-                for bound in _support_tensors(msg["fn"].support):
-                    if _connected(bound, inputs, names) - {msg["name"]}:
-                        raise ValueError(
-                            f"latent site {msg['name']!r} has a support that depends on "
-                            f"another latent site ({msg['fn'].support}); ShortRunLangevin "
-                            "fixes each site's transform from the first trace, as Pyro's HMC "
-                            "does: reparametrise the site (e.g. sample a unit-interval "
-                            "fraction and scale it)")
-    return out
-
-
-def _connected(tensor, inputs, names):
-    if not isinstance(tensor, torch.Tensor) or not tensor.requires_grad:
-        return set()
-    grads = torch.autograd.grad(tensor.sum(), inputs, allow_unused=True, retain_graph=True)
-    return {n for n, g in zip(names, grads) if g is not None}
-
-
-def _choose_plate(latent, everything, depends, chain_plate):
-    """``(plate name or None, number of chains, plate dim)``."""
-    frames = {}
-    for site in latent:
-        for name, frame in _plates(site).items():
-            frames.setdefault(name, frame)
-    valid, problems = {}, {}
-    for name, frame in frames.items():
-        inside = [s for s in latent if name in _plates(s)]
-        local = {s["name"] for s in inside}
-        bad = [s["name"] for s in everything
-               if name not in _plates(s) and depends.get(s["name"], set()) & local]
-        if bad:
-            problems[name] = bad
-            continue
-        if frame.full_size is not None and frame.size != frame.full_size:
-            problems[name] = f"subsampled ({frame.size} of {frame.full_size})"
-            continue
-        valid[name] = (sum(s["value"].numel() for s in inside), frame)
-    if chain_plate is not None:
-        if chain_plate not in frames:
-            raise ValueError(f"chain_plate {chain_plate!r} holds no latent site; plates with "
-                             f"latent sites: {sorted(frames) or 'none'}")
-        if chain_plate not in valid:
-            why = problems[chain_plate]
-            why = why if isinstance(why, str) else (
-                f"sites outside it depend on its latents: {', '.join(why)}")
-            raise ValueError(f"chain_plate {chain_plate!r} cannot hold independent chains: "
-                             f"{why}")
-        frame = valid[chain_plate][1]
-        return chain_plate, frame.size, frame.dim
-    if not valid:
-        return None, 1, None
-    best = max(valid.values(), key=lambda v: v[0])[0]
-    tied = sorted(name for name, v in valid.items() if v[0] == best)
-    if len(tied) > 1:  # nested plates over the same latents: the one with more chains
-        most = max(valid[name][1].size for name in tied)
-        tied = [name for name in tied if valid[name][1].size == most]
-        if len(tied) > 1:
-            raise ValueError(f"several plates could hold the chains ({tied}): name the one "
-                             "whose elements are independent chains with chain_plate")
-    frame = valid[tied[0]][1]
-    return tied[0], frame.size, frame.dim
+def _grad(value, position, retain_graph=False):
+    """``d value.sum() / d position`` (zeros where ``value`` does not depend on it)."""
+    if not value.requires_grad:
+        return torch.zeros_like(position)
+    (grad,) = torch.autograd.grad(value.sum(), [position], allow_unused=True,
+                                  retain_graph=retain_graph)
+    return _zero_if_none(grad, position)
 
 
 class PotentialTarget:
@@ -556,6 +410,7 @@ class PotentialTarget:
         self.local_size = sum(self.sizes.values())
         self.transforms = {k: biject_to(constraints.real).inv for k in self.names}
         self.mixture_index = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.pair_sites = (self.mixture_index,) * 3
         self.args, self.kwargs = (), {}
 
     def pack_free(self, free, replicas=None):
@@ -564,7 +419,7 @@ class PotentialTarget:
         position = torch.cat([free[k].reshape(1, -1) for k in self.names], -1).to(self.dtype)
         return position, position.new_zeros((0,))
 
-    def unpack_free(self, position, glob):
+    def unpack_free(self, position, global_position):
         if position.dim() != 2:
             raise ValueError("replica chains need a model, not a potential_fn")
         out, start = {}, 0
@@ -573,21 +428,21 @@ class PotentialTarget:
             start += self.sizes[k]
         return out
 
-    def values(self, position, glob):
-        return self.unpack_free(position, glob)
+    def values(self, position, global_position):
+        return self.unpack_free(position, global_position)
 
     def constrain(self, free):
         return dict(free)
 
-    def density(self, position, glob, args=None, kwargs=None, *, curvature=False,
+    def density(self, position, global_position, args=None, kwargs=None, *, curvature=False,
                 crossing=False):
         with torch.enable_grad():
             position = position.detach().requires_grad_(True)
-            value = -self.potential_fn(self.unpack_free(position, glob)).reshape(1)
+            value = -self.potential_fn(self.unpack_free(position, global_position)).reshape(1)
             (grad,) = torch.autograd.grad(value.sum(), position)
         value = value.detach()
         return Density(value, value.new_zeros(()), torch.zeros_like(value), grad,
-                       glob.detach(), None, None, None)
+                       global_position.detach(), None, None, None)
 
     def prior_free(self, args=None, kwargs=None):
         raise ValueError("a potential_fn has no prior to draw from: give initial_params or "

@@ -1,0 +1,137 @@
+"""Replica chains per image in one tensor, optionally as ladders of replica exchange: the run
+behind :meth:`ShortRunLangevin.sample_chains <pyro_sparsegen.ShortRunLangevin.sample_chains>`.
+
+Everything stays on the data's device; nothing in the loop reads the host (the ladder's
+adaptation, the swaps and their statistics are tensor arithmetic).
+"""
+
+import torch
+
+from . import tempering
+from .core import draw_randoms
+
+PER_DRAW = ("log_density", "log_likelihood", "accept_prob", "diverging", "step_size")
+
+
+class _Ladders:
+    """The tempering state of a run: ``L`` levels of ``K`` ladders per chain."""
+
+    def __init__(self, spec, ladders, target, adapt, warmup_steps):
+        n = target.num_chains
+        self.beta = tempering.ladder_from(spec, n, dtype=target.dtype, device=target.device)
+        self.levels, self.ladders = self.beta.shape[0], ladders
+        device = target.device
+        self.parity = (torch.zeros((), dtype=torch.long, device=device),
+                       torch.ones((), dtype=torch.long, device=device))
+        self.phase = torch.zeros((self.levels, ladders, n), dtype=torch.long, device=device)
+        self.phase[0] = 1  # the coldest states have been at the coldest level
+        self.rounds = set(tempering.ladder_rounds(warmup_steps)) if adapt else set()
+        self.swap_sum = torch.zeros((self.levels - 1, ladders, n), dtype=target.dtype,
+                                    device=device)
+        self.count = 0
+        self.round_trips = torch.zeros((ladders, n), dtype=torch.long, device=device)
+
+    def rows(self):
+        return tempering.rows(self.beta, self.ladders)
+
+    def inputs(self, i, like):
+        log_u = torch.rand(self.swap_sum.shape, dtype=like.dtype, device=like.device).log()
+        return tempering.Ladder(self.beta, log_u, self.parity[i % 2], self.phase)
+
+    def record(self, swap, sampling):
+        self.phase = swap.phase
+        self.swap_sum.add_(swap.accept_prob)
+        self.count += 1
+        if sampling:
+            self.round_trips.add_(swap.round_trip)
+
+    def adapt(self, state):
+        """The schedule update from this round's swap rejections; returns the state
+        re-tempered to the new ladder."""
+        rejection = 1.0 - self.swap_sum.mean(1) / self.count
+        old = self.rows()
+        self.beta = tempering.adapt_ladder(self.beta, rejection)
+        self.swap_sum.zero_()
+        self.count = 0
+        return tempering.retemper(state, old, self.rows())
+
+    def stats(self, level_log_likelihood):
+        evidence, mcse = tempering.stepping_stone(level_log_likelihood, self.beta)
+        return {"beta": self.beta, "swap_accept_prob": (self.swap_sum / self.count).mean(1),
+                "round_trips": self.round_trips, "level_log_likelihood": level_log_likelihood,
+                "log_marginal_likelihood": evidence, "log_marginal_likelihood_mcse": mcse}
+
+
+def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, thin, initial):
+    """The run of :meth:`~pyro_sparsegen.ShortRunLangevin.sample_chains` (arguments checked
+    there); see its text for what it returns."""
+    spec = kernel.tempering
+    levels = None if spec is None else (spec if isinstance(spec, int) else len(spec))
+    rows = num_chains * (levels or 1)
+    target = kernel.target(args, kwargs, rows)
+    if levels is not None:
+        if not hasattr(target, "check_temperable"):
+            raise ValueError("tempering needs a model (its likelihood apart from its prior), "
+                             "not a potential_fn")
+        target.check_temperable()
+    dyn = kernel.transition(target, args, kwargs, tempered=levels is not None)
+    ladder = None if levels is None else \
+        _Ladders(spec, num_chains, target, kernel.adapt_ladder, warmup_steps)
+    if initial is None:
+        position, global_position = kernel._start(target, kernel.init or "prior", args, kwargs)
+    else:
+        free = target.unconstrain({k: v.detach() for k, v in initial.items()})
+        if levels is not None:  # every level starts where its ladder's chain is told
+            free = {k: v.repeat((levels,) + (1,) * (v.dim() - 1)) for k, v in free.items()}
+        position, global_position = target.pack_free(free)
+    state = dyn.start(position, global_position, None if ladder is None else ladder.rows())
+    local_step, global_step = kernel._step_sizes(target, dyn, state)
+    adapt = kernel._adaptation((local_step, global_step)) if warmup_steps > 0 else None
+    options = dyn.options
+    draws, stats, levels_ll = [], {k: [] for k in PER_DRAW}, []
+    accept = diverging = None
+    k = num_chains  # the coldest level's rows (level-major), what is kept
+    for i in range(warmup_steps + num_draws * thin):
+        randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0,
+                               getattr(target, "pair_sites", None))
+        if ladder is None:
+            state, info = dyn.step(state, randoms, local_step, global_step)
+        else:
+            state, info, swap = dyn.step(state, randoms, local_step, global_step,
+                                         ladder.inputs(i, state.position))
+            ladder.record(swap, sampling=i >= warmup_steps)
+        if i < warmup_steps:
+            if adapt is not None:
+                adapt, (local_step, global_step) = kernel._adapted(
+                    adapt, info, final=i == warmup_steps - 1)
+            if ladder is not None and i + 1 in ladder.rounds:
+                state = ladder.adapt(state)
+            if ladder is not None and i == warmup_steps - 1:
+                ladder.swap_sum.zero_()  # the kept statistics count the kept transitions
+                ladder.count = 0
+            continue
+        j = (i - warmup_steps) % thin
+        accept = info.accept_prob[:k] / thin if j == 0 else accept + info.accept_prob[:k] / thin
+        diverging = info.diverging[:k] if j == 0 else diverging | info.diverging[:k]
+        if j == thin - 1:
+            d = state.density
+            draws.append((state.position[:k], state.global_position[:k]))
+            stats["log_density"].append(d.local[:k])
+            stats["log_likelihood"].append(d.observed[:k])
+            stats["accept_prob"].append(accept)
+            stats["diverging"].append(diverging)
+            stats["step_size"].append(local_step[:k])
+            if ladder is not None:
+                levels_ll.append(d.observed.reshape(ladder.levels, k, -1).transpose(0, 1))
+    position = torch.stack([p for p, _ in draws], 1)  # [chains, draws, N, D]
+    g = torch.stack([g for _, g in draws], 1)
+    flat = target.values(position.reshape(-1, *position.shape[2:]),
+                         g.reshape(num_chains * num_draws, g.shape[-1]))
+    samples = {name: v.reshape(num_chains, num_draws, *v.shape[1:]) for name, v in flat.items()}
+    out = {name: torch.stack(v, 1) for name, v in stats.items()}
+    out["global_step_size"] = global_step[:k]
+    out["options"] = options
+    if ladder is not None:
+        out.update(ladder.stats(torch.stack(levels_ll, 1)))
+    return samples, out
+
