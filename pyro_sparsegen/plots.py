@@ -321,3 +321,38 @@ def plot_rhat(rhat, path, *, bins=40):
     ax.set_title(f"R-hat of {values.size} scalars; {frac:.1%} above 1.01")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
+
+
+def plot_ladder(idata, path):
+    """The replica-exchange ladder of a tempered
+    :func:`~pyro_sparsegen.diagnostics.sample_posterior` run: the adapted inverse
+    temperatures per level (median and range over the images, log scale), the swap
+    acceptance of every adjacent pair (median and range; 0 anywhere cuts the ladder) and a
+    histogram of the round trips per ladder (the figure of merit of Syed et al.'s
+    non-reversible scheme)."""
+    ss = idata.sample_stats
+    beta, swaps = ss["beta"].values, ss["swap_accept_prob"].values  # [L, N], [L - 1, N]
+    trips = ss["round_trips"].values.ravel()
+    fig = new_figure(12.0, 3.6)
+    axes = fig.subplots(1, 3)
+    levels = np.arange(beta.shape[0])
+    hot = beta[:-1] if (beta[-1] == 0).all() else beta
+    axes[0].fill_between(levels[:hot.shape[0]], hot.min(1), hot.max(1), alpha=0.3)
+    axes[0].plot(levels[:hot.shape[0]], np.median(hot, 1), "o-")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("level (0: the posterior)")
+    axes[0].set_ylabel("beta" + (" (the last level, 0, not shown)" if hot.shape != beta.shape
+                                 else ""))
+    axes[0].set_title("adapted ladder")
+    pairs = np.arange(swaps.shape[0])
+    axes[1].fill_between(pairs, swaps.min(1), swaps.max(1), alpha=0.3)
+    axes[1].plot(pairs, np.median(swaps, 1), "o-")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_xlabel("adjacent pair (l, l + 1)")
+    axes[1].set_ylabel("swap acceptance")
+    axes[1].set_title(f"swap acceptance (min {swaps.min():.2f})")
+    axes[2].hist(trips, bins=min(30, max(5, np.unique(trips).size)), color="tab:green")
+    axes[2].set_xlabel("round trips per ladder (kept transitions)")
+    axes[2].set_ylabel("ladders x images")
+    axes[2].set_title(f"round trips (median {np.median(trips):g})")
+    return save_figure(fig, path)

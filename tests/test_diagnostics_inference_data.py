@@ -19,7 +19,8 @@ def sampled():
     x = torch.rand(5, 1, 8, 8)
     labels = np.array([3, 1, 3, 1, 7])
     idata = inference_data.sample_posterior(model, x, labels=labels, chains=2, draws=20,
-                                            warmup=10, source="runs/demo/checkpoint.h5")
+                                            warmup=10, source="runs/demo/checkpoint.h5",
+                                            prior_step="explicit")
     return model, x, labels, idata
 
 
@@ -212,7 +213,9 @@ def test_sample_posterior_defaults_give_the_prior_when_z_is_ignored(float64, ini
     model = prior_only(0.5, 0.04)
     x = torch.rand(20, 1, 4, 4)
     torch.manual_seed(0)
-    idata = inference_data.sample_posterior(model, x, init=None if init == "prior" else init)
+    # the sampler's defaults (tempered, 12 ladders); shorter than the default lengths
+    idata = inference_data.sample_posterior(model, x, init=None if init == "prior" else init,
+                                            draws=100, warmup=400)
     z = idata.posterior["z"]
     inside = float((abs(z) <= 0.2).mean())
     inclusion = float(idata.posterior["inclusion_probability"].mean())
@@ -239,3 +242,23 @@ def test_mala_from_zeros_reaches_the_slab_on_a_stiff_spike(float64):
     print(f"spike 0.01 from zeros: P(|z| > 0.05) {outside:.4f} vs exact "
           f"{1 - mass_within(0.05, 0.3, 0.01):.4f}")
     assert outside == pytest.approx(1 - mass_within(0.05, 0.3, 0.01), abs=0.04)
+
+
+def test_a_plain_pyro_function_gets_its_code_sites_inclusion_probability(float64):
+    # not wrapped in FunctionModel: the probability comes from the z site's own distribution
+    import pyro.distributions as dist
+
+    w = torch.arange(12.0).reshape(4, 3) / 10
+
+    def model(x):
+        with pyro.plate("images", x.shape[0]):
+            z = pyro.sample("z", psg.SpikeAndSlab(0.3, 1.0, 0.05).expand([3]).to_event(1))
+            pyro.sample("x", dist.Normal(z @ w.T, 0.5).to_event(1),
+                        obs=x.reshape(x.shape[0], -1))
+
+    x = torch.rand(2, 1, 2, 2)
+    idata = inference_data.sample_posterior(model, x, chains=2, draws=5, warmup=4)
+    z = torch.as_tensor(idata.posterior["z"].values)
+    expected = psg.SpikeAndSlab(0.3, 1.0, 0.05).inclusion_probability(z).numpy()
+    np.testing.assert_allclose(idata.posterior["inclusion_probability"].values, expected,
+                               rtol=1e-5)

@@ -138,3 +138,23 @@ def test_inclusion_at_the_cutoff_is_active_as_in_training():
     idata.posterior["inclusion_probability"][:] = 0.5
     assert bool(metrics.active(idata, by="inclusion").all())
     assert float(metrics.code_usage(idata, by="inclusion").min()) == 1.0
+
+
+def _reductions(rhat, ess):
+    return xr.Dataset({"lp_rhat": ("image", np.asarray(rhat, dtype=float)),
+                       "lp_ess": ("image", np.asarray(ess, dtype=float))})
+
+
+def test_the_verdict_rule_of_issue_20():
+    from pyro_sparsegen.diagnostics.metrics import convergence_verdict
+    good = [1.0] * 199 + [1.04]  # 99.5 % <= 1.01, all <= 1.05
+    assert convergence_verdict(_reductions(good, [500] * 200))[0]
+    assert not convergence_verdict(_reductions([1.0] * 199 + [1.06], [500] * 200))[0]
+    assert not convergence_verdict(_reductions([1.0] * 197 + [1.02] * 3, [500] * 200))[0]
+    assert not convergence_verdict(_reductions(good, [500] * 199 + [399]))[0]
+    swaps = np.full((3, 200), 0.3)
+    assert convergence_verdict(_reductions(good, [500] * 200), swap_accept_prob=swaps)[0]
+    swaps[1, 7] = 0.0
+    converged, _, line = convergence_verdict(_reductions(good, [500] * 200),
+                                             swap_accept_prob=swaps)
+    assert not converged and "never swapped" in line

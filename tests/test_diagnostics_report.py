@@ -36,7 +36,7 @@ def test_analyze_writes_everything(tmp_path):
     x = torch.rand(6, 1, 8, 8)
     labels = np.array([0, 1, 2, 0, 1, 2])
     result = report.analyze(model, x, tmp_path / "out", labels=labels, chains=2, draws=20,
-                            warmup=5, source="somewhere.h5", progress=False)
+                            warmup=5, source="somewhere.h5", progress=False, tempering=None)
     for key in ("inactive_fraction_magnitude", "inactive_fraction_inclusion", "max_rhat"):
         assert 0.0 <= result[key] < math.inf
     # undefined (NaN) when no class has an active set, as in this untrained model
@@ -151,3 +151,21 @@ def test_analyze_writes_every_file_atomically(tmp_path, monkeypatch):
     paths = {result["idata"], result["summary"], *result["figures"].values()}
     assert set(written) == {Path(p) for p in paths}
     assert set(out.iterdir()) == {Path(p) for p in paths}  # no temporaries left
+
+
+def test_a_tempered_analysis_shows_its_ladder_and_its_verdict_covers_it(tmp_path):
+    model = tiny_model()
+    x = torch.rand(3, 1, 8, 8)
+    result = report.analyze(model, x, tmp_path / "out", chains=2, draws=10, warmup=8,
+                            progress=False, tempering=4)
+    assert "ladder" in result["figures"]
+    idata = az.from_netcdf(result["idata"])
+    ss = idata.sample_stats
+    assert ss["swap_accept_prob"].dims == ("level_pair", "image")
+    assert ss["swap_accept_prob"].shape == (3, 3)
+    assert ss["round_trips"].dims == ("chain", "image") and ss["beta"].shape == (4, 3)
+    assert ss["log_marginal_likelihood"].dims == ("image",)
+    assert ss["level_log_likelihood"].dims == ("chain", "draw", "level", "image")
+    text = Path(result["summary"]).read_text()
+    assert "Replica exchange: 4 levels x 2 ladders" in text and "Evidence" in text
+    assert idata.posterior.attrs["tempering"] == 4

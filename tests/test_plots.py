@@ -129,3 +129,16 @@ def test_plot_rhat(tmp_path):
     rhat = xr.DataArray(np.r_[np.linspace(1.0, 1.3, 50), np.nan], dims="scalar")
     check_png(plots.plot_rhat(rhat, tmp_path / "rhat.png"))
     check_png(plots.plot_rhat(np.array([math.nan]), tmp_path / "rhat_empty.png"))
+
+
+def test_plot_ladder(tmp_path):
+    import arviz as az
+    import xarray as xr
+
+    idata = az.from_dict(posterior={"z": np.zeros((2, 3, 4, 5))})
+    idata.add_groups(sample_stats={"lp": np.zeros((2, 3, 4))})
+    ss = idata.sample_stats
+    ss["beta"] = xr.DataArray(np.array([[1.0] * 4, [0.3] * 4, [0.0] * 4]), dims=("level", "image"))
+    ss["swap_accept_prob"] = xr.DataArray(np.full((2, 4), 0.4), dims=("level_pair", "image"))
+    ss["round_trips"] = xr.DataArray(np.arange(8).reshape(2, 4), dims=("chain", "image"))
+    check_png(plots.plot_ladder(idata, tmp_path / "ladder.png"))

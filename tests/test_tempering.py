@@ -345,3 +345,25 @@ def test_the_explaining_away_posterior_from_over_dispersed_starts(float64):
         errors[name] = float(torch.maximum((inc - inclusion).abs(), (sm - small).abs()).max())
     assert errors["tempered"] <= TEMPERED_MAX_ERROR and errors["plain"] >= PLAIN_MIN_ERROR, \
         errors
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_the_hottest_level_at_beta_zero_is_a_fresh_prior_draw_every_transition(float64,
+                                                                              refresh):
+    # At beta = 0 the target is the prior: with prior_refresh the hottest level's state is an
+    # independent prior draw after every transition (its log-likelihood uncorrelated from one
+    # transition to the next, its mean the prior's); without, a Langevin chain's (correlated).
+    w, x, _ = _two_twins(32)
+    model = _noise_model(w, 0.3)
+    kernel = ShortRunLangevin(model, metropolis=True, tempering=[1.0, 0.0], adapt_ladder=False,
+                              step_size=0.05, prior_refresh=refresh)
+    _, stats = kernel.sample_chains(x, num_chains=2, num_draws=300, warmup_steps=50)
+    hot = stats["level_log_likelihood"][:, :, 1]  # [K, S, N]
+    centred = hot - hot.mean(1, keepdim=True)
+    lag1 = float((centred[:, 1:] * centred[:, :-1]).mean() / centred.pow(2).mean())
+    if refresh:
+        assert abs(lag1) < 0.1, lag1
+        expected = _mean_log_likelihood(w, x[0], 0.0, noise=0.3)
+        assert float(hot.mean()) == pytest.approx(float(expected), rel=0.05)
+    else:
+        assert lag1 > 0.5, lag1

@@ -10,27 +10,50 @@ import arviz as az
 import numpy as np
 import torch
 import xarray as xr
+from pyro import poutine
 
+from ..distributions import base_distribution
 from ..infer import ShortRunLangevin
+from ..runtime import forked_rng
 
 IMAGE_DIMS = ("channel", "height", "width")
+# sample_posterior's defaults: a setting measured to converge (docs/inference.md)
+DEFAULT_LEVELS, DEFAULT_CHAINS, DEFAULT_WARMUP, DEFAULT_THIN = 12, 12, 800, 10
 
 
 def _numpy(t):
     return t.detach().cpu().numpy()
 
 
-def _inclusion_probability(model, z, chunk=1):
-    """``model.inclusion_probability(z)`` chunked over the leading (chain) dim to bound the
-    temporaries; ``None`` when the model or its prior has none."""
-    if not hasattr(model, "inclusion_probability"):
+def _site_inclusion_probability(model, x, name="z"):
+    """``value -> P(slab | value)`` of the code site ``name`` from the model's own trace (its
+    distribution under the ``Independent`` / ``Expanded`` wrappers,
+    :func:`~pyro_sparsegen.distributions.base_distribution`), or ``None`` when that
+    distribution has no ``inclusion_probability``: what a plain Pyro function gets."""
+    with forked_rng(model, x), torch.no_grad():
+        trace = poutine.trace(model).get_trace(x)
+    site = trace.nodes.get(name)
+    if site is None or site["type"] != "sample":
+        return None
+    base = base_distribution(site["fn"])
+    return getattr(base, "inclusion_probability", None)
+
+
+def _inclusion_probability(model, z, chunk=1, x=None):
+    """``model.inclusion_probability(z)`` (or, for a model without one, the code site's own,
+    :func:`_site_inclusion_probability` at ``x``) chunked over the leading (chain) dim to
+    bound the temporaries; ``None`` when neither has one."""
+    fn = getattr(model, "inclusion_probability", None)
+    if fn is None and x is not None:
+        fn = _site_inclusion_probability(model, x)
+    if fn is None:
         return None
     out = np.empty(tuple(z.shape), dtype=np.float32)
     try:
         with torch.no_grad():
             for start in range(0, z.shape[0], chunk):
                 part = torch.as_tensor(z[start:start + chunk])
-                out[start:start + chunk] = _numpy(model.inclusion_probability(part))
+                out[start:start + chunk] = _numpy(fn(part))
     except NotImplementedError:
         return None
     return out
@@ -101,10 +124,11 @@ def add_inclusion_probability(idata, model, *, var_name="z"):
     return idata
 
 
-def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=500, thin=5,
-                     step_size=0.05, noise=True, metropolis=True, prior_step="explicit",
-                     init=None, crossing=None, adapt_step_size=None, source=None,
-                     log_likelihood=True):
+def sample_posterior(model, x, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
+                     warmup=DEFAULT_WARMUP, thin=DEFAULT_THIN, step_size=0.05, noise=True,
+                     metropolis=True, prior_step="semi-implicit", init=None, crossing=None,
+                     adapt_step_size=None, source=None, log_likelihood=True,
+                     tempering="auto", adapt_ladder=True, prior_refresh=True, pair_move=None):
     """Replica Langevin chains for every image, as ``arviz.InferenceData``.
 
     All ``chains x images`` chains advance together in one tensor on ``x``'s device
@@ -122,8 +146,17 @@ def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=500, 
     :param x: images ``[images, C, H, W]``.
     :param labels: optional class labels ``[images]`` (``constant_data.label``).
     :param source: where the model came from (e.g. the checkpoint path), recorded in attrs.
-    :param step_size, noise, metropolis, prior_step, init, crossing, adapt_step_size: the
-        :class:`~pyro_sparsegen.ShortRunLangevin` options (recorded in the posterior's attrs).
+    :param step_size, noise, metropolis, prior_step, init, crossing, adapt_step_size,
+        adapt_ladder, prior_refresh, pair_move: the :class:`~pyro_sparsegen.ShortRunLangevin`
+        options (recorded in the posterior's attrs).
+    :param tempering: the kernel's ``tempering`` (``None``, a number of levels or a ladder);
+        ``"auto"`` (default): :data:`DEFAULT_LEVELS` levels when the model can be tempered per
+        image (every site in the image plate), none otherwise (e.g. a hierarchical prior's
+        global block). Tempered, ``sample_stats`` also has the ladder's diagnostics:
+        ``swap_accept_prob`` (``[level_pair, image]``), ``round_trips`` (``[chain, image]``),
+        ``beta`` (``[level, image]``, the adapted ladder), ``level_log_likelihood``
+        (``[chain, draw, level, image]``), ``log_marginal_likelihood`` and its
+        ``log_marginal_likelihood_mcse`` (``[image]``, the stepping-stone evidence).
     :return: ``InferenceData`` with groups ``posterior`` (``z`` and, when the prior has one,
         ``inclusion_probability``: ``[chain, draw, image, latent]``), ``sample_stats``
         (``lp``, ``diverging``, ``step_size`` and, with ``metropolis``, ``acceptance_rate``:
@@ -141,7 +174,14 @@ def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=500, 
     # The kernel's options, in this one dict: they build the kernel and are recorded.
     options = {"step_size": step_size, "noise": noise, "metropolis": metropolis,
                "prior_step": prior_step, "crossing": crossing,
-               "adapt_step_size": adapt_step_size, "init": init}
+               "adapt_step_size": adapt_step_size, "init": init, "pair_move": pair_move,
+               "tempering": tempering, "adapt_ladder": adapt_ladder,
+               "prior_refresh": prior_refresh}
+    if isinstance(tempering, str):
+        if tempering != "auto":
+            raise ValueError(f"tempering must be None, a number of levels, a ladder or "
+                             f"'auto', got {tempering!r}")
+        options["tempering"] = _auto_levels(model, x, options)
     kernel = ShortRunLangevin(model, **options)
     samples, stats = kernel.sample_chains(x, num_chains=chains, num_draws=draws,
                                           warmup_steps=warmup, thin=thin)
@@ -149,7 +189,10 @@ def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=500, 
                                    log_likelihood=log_likelihood)
     # the options as the kernel resolved them (None: its own default), in the files' order
     resolved = {**options, "crossing": stats["options"].crossing,
-                "adapt_step_size": kernel.adapt_step_size, "init": init or "prior"}
+                "pair_move": stats["options"].pairs,
+                "adapt_step_size": kernel.adapt_step_size, "init": init or "prior",
+                "tempering": 0 if options["tempering"] is None else
+                int(stats["beta"].shape[0])}
     attrs = {**model_attrs(model), "step_size": step_size, "warmup_steps": warmup,
              "thin": thin, **{k: v for k, v in resolved.items() if k != "step_size"},
              "sampler": sampler_name(noise, metropolis),
@@ -157,6 +200,35 @@ def sample_posterior(model, x, *, labels=None, chains=4, draws=200, warmup=500, 
              "inference_library": "pyro_sparsegen.ShortRunLangevin"}
     idata.posterior.attrs.update(_netcdf_attrs(attrs))
     return idata
+
+
+def _auto_levels(model, x, options):
+    """``DEFAULT_LEVELS`` when ``model`` can be tempered per image with these kernel options
+    (MALA, every site in the image plate), else ``None``."""
+    if not options["metropolis"]:
+        return None
+    target = ShortRunLangevin(model, **{**options, "tempering": None}).target((x,))
+    try:
+        target.check_temperable()
+    except ValueError:
+        return None
+    return DEFAULT_LEVELS
+
+
+LADDER_STATS = {"swap_accept_prob": ("level_pair", "image"), "round_trips": ("chain", "image"),
+                "beta": ("level", "image"), "log_marginal_likelihood": ("image",),
+                "log_marginal_likelihood_mcse": ("image",)}
+
+
+def _add_ladder_stats(idata, stats):
+    """The ladder's diagnostics (see :func:`sample_posterior`) into ``idata.sample_stats``."""
+    ss = idata.sample_stats
+    for name, dims in LADDER_STATS.items():
+        coords = {d: ss[d].values for d in dims if d in ss.coords}
+        ss[name] = xr.DataArray(_numpy(stats[name]), dims=dims, coords=coords)
+    ss["level_log_likelihood"] = xr.DataArray(
+        _numpy(stats["level_log_likelihood"]), dims=("chain", "draw", "level", "image"),
+        coords={d: ss[d].values for d in ("chain", "draw", "image")})
 
 
 def _chains_inference_data(model, x, labels, samples, stats, *, metropolis, log_likelihood):
@@ -168,7 +240,7 @@ def _chains_inference_data(model, x, labels, samples, stats, *, metropolis, log_
         per_draw["acceptance_rate"] = _numpy(stats["accept_prob"])
     z = samples.pop("z")
     posterior = {"z": _numpy(z)}
-    prob = _inclusion_probability(model, z)
+    prob = _inclusion_probability(model, z, x=x)
     del z
     if prob is not None:
         posterior["inclusion_probability"] = prob
@@ -184,7 +256,10 @@ def _chains_inference_data(model, x, labels, samples, stats, *, metropolis, log_
     coords = {"image": np.arange(x.shape[0]), "latent": np.arange(posterior["z"].shape[-1])}
     # The observed x and its per-image log-likelihood share a name; ArviZ gives each group
     # the leading dims it has (as az.from_pyro does).
-    return az.from_dict(**groups, coords=coords, dims={**dims, "x": ["image", *IMAGE_DIMS]})
+    idata = az.from_dict(**groups, coords=coords, dims={**dims, "x": ["image", *IMAGE_DIMS]})
+    if "swap_accept_prob" in stats:
+        _add_ladder_stats(idata, stats)
+    return idata
 
 
 def sampler_name(noise, metropolis):

@@ -209,26 +209,51 @@ def convergence(data, *, var_names=("z", "inclusion_probability"), top=None,
 
 
 RHAT_LIMIT = 1.05
+RHAT_STRICT, RHAT_STRICT_SHARE, MIN_ESS = 1.01, 0.99, 400  # the verdict (issue 20)
 REDUCTIONS = ("inactive_magnitude", "inactive_inclusion", "lp")
 
 
-def convergence_verdict(conv, limit=RHAT_LIMIT):
+def convergence_verdict(conv, limit=RHAT_LIMIT, *, swap_accept_prob=None):
     """``(converged, max R-hat, line)`` over the reported per-image reductions (inactive
-    fractions, ``lp``) of a :func:`convergence` Dataset: converged when every finite R-hat is
-    below ``limit``."""
-    values = [conv[f"{name}_rhat"].values.ravel() for name in REDUCTIONS
-              if f"{name}_rhat" in conv]
-    values = np.concatenate(values) if values else np.zeros(0)
+    fractions, ``lp``) of a :func:`convergence` Dataset.
+
+    Converged when split R-hat is at most :data:`RHAT_STRICT` (1.01) on at least
+    :data:`RHAT_STRICT_SHARE` (99 %) of the reductions and at most ``limit`` (1.05) on all,
+    their bulk ESS is at least :data:`MIN_ESS` (400) and, tempered (``swap_accept_prob``:
+    ``[level_pair, image]``, e.g. ``idata.sample_stats["swap_accept_prob"]``), every adjacent
+    pair of levels swapped (acceptance > 0) for every image: a ladder cut in two
+    communicates nothing from the hot levels to the posterior."""
+    def gather(suffix):
+        values = [np.asarray(conv[f"{name}_{suffix}"]).ravel() for name in REDUCTIONS
+                  if f"{name}_{suffix}" in conv]
+        return np.concatenate(values) if values else np.zeros(0)
+
+    values, ess = gather("rhat"), gather("ess")
     finite = values[np.isfinite(values)]
     worst = float(finite.max()) if finite.size else float("nan")
-    converged = bool(finite.size) and worst < limit
-    if converged:
-        line = (f"**Converged**: split R-hat < {limit} on every reported reduction (per-image "
-                f"inactive fractions and lp; max {worst:.3f}).")
-    elif finite.size:
-        line = (f"**Not converged**: split R-hat reaches {worst:.3f} (>= {limit}) on the "
-                "per-image reductions; the figures below are not yet the posterior's: run "
-                "longer chains (more --warmup, --draws or --thin).")
-    else:
-        line = "**Convergence unknown**: no finite R-hat (constant chains, e.g. noise off)."
-    return converged, worst, line
+    if not finite.size:
+        return False, worst, ("**Convergence unknown**: no finite R-hat (constant chains, "
+                              "e.g. noise off).")
+    share = float((finite <= RHAT_STRICT).mean())
+    min_ess = float(np.nanmin(ess)) if ess.size and np.isfinite(ess).any() else float("nan")
+    swaps = None if swap_accept_prob is None else np.asarray(swap_accept_prob)
+    min_swap = None if swaps is None else float(swaps.min())
+    failed = []
+    if worst > limit:
+        failed.append(f"max split R-hat {worst:.3f} > {limit}")
+    if share < RHAT_STRICT_SHARE:
+        failed.append(f"R-hat <= {RHAT_STRICT} on {share:.1%} of them (< "
+                      f"{RHAT_STRICT_SHARE:.0%})")
+    if not min_ess >= MIN_ESS:
+        failed.append(f"min bulk ESS {min_ess:.0f} < {MIN_ESS}")
+    if min_swap is not None and not min_swap > 0:
+        failed.append("an adjacent pair of levels never swapped")
+    ladder = "" if min_swap is None else f"; min swap acceptance {min_swap:.2f}"
+    figures = (f"max split R-hat {worst:.3f}, R-hat <= {RHAT_STRICT} on {share:.1%}, min bulk "
+               f"ESS {min_ess:.0f}{ladder}")
+    if not failed:
+        return True, worst, (f"**Converged** on every reported reduction (per-image inactive "
+                             f"fractions and lp): {figures}.")
+    return False, worst, (f"**Not converged**: {'; '.join(failed)} on the per-image "
+                          "reductions; the figures below are not yet the posterior's: run "
+                          "longer chains (more --warmup, --draws or --thin) or more levels.")

@@ -17,7 +17,7 @@ import xarray as xr
 
 from .. import files, plots
 from ..distributions import ACTIVE_THRESHOLD, INCLUSION_CUTOFF
-from .inference_data import sample_posterior
+from .inference_data import DEFAULT_CHAINS, DEFAULT_WARMUP, sample_posterior
 from .metrics import (BY, MIN_USAGE, activation_probability, class_jaccard, class_usage,
                       code_usage, convergence, convergence_verdict, dead_dimensions,
                       image_sparsity, top_dimensions)
@@ -153,7 +153,8 @@ def summary_tables(idata, *, threshold=ACTIVE_THRESHOLD, top=10, min_usage=MIN_U
         idata, threshold=threshold, top=top, min_usage=min_usage, tol=tol,
         convergence_ds=convergence_ds, sparsity=sparsity)
     post, sizes = idata.posterior, idata.posterior.sizes
-    out = [convergence_verdict(m.convergence)[2], "", "# Posterior sparsity diagnostics", ""]
+    out = [convergence_verdict(m.convergence, swap_accept_prob=_swaps(idata))[2], ""]
+    out += _ladder_lines(idata) + ["# Posterior sparsity diagnostics", ""]
     settings = [(k, str(v)) for k, v in post.attrs.items()
                 if k not in ("created_at", "arviz_version", "inference_library_version")]
     settings = [("chains x draws", f"{sizes['chain']} x {sizes['draw']}"),
@@ -271,7 +272,8 @@ def _spike_slab_coordinate(idata, threshold, latents, candidates=20):
     return best
 
 
-def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=500, source=None,
+def analyze(model, x, out_dir, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
+            warmup=DEFAULT_WARMUP, source=None,
             threshold=ACTIVE_THRESHOLD, top=10, progress=True, **kernel_options):
     """Sample the posterior of every image, write ``idata.nc``, ``summary.md`` and the
     figures into ``out_dir`` (each file atomically), and return headline numbers and the paths.
@@ -330,7 +332,7 @@ def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=500, 
 
     rhat = m.rhat
     finite = rhat[np.isfinite(rhat)]
-    converged, worst, _ = convergence_verdict(m.convergence)
+    converged, worst, _ = convergence_verdict(m.convergence, swap_accept_prob=_swaps(idata))
     return {
         "converged": converged,
         "max_rhat_reductions": worst,
@@ -348,6 +350,34 @@ def analyze(model, x, out_dir, *, labels=None, chains=4, draws=200, warmup=500, 
         "summary": summary_path,
         "figures": figures,
     }
+
+
+def _swaps(idata):
+    """``sample_stats.swap_accept_prob`` (``[level_pair, image]``) of a tempered run, or
+    ``None``."""
+    ss = getattr(idata, "sample_stats", None)
+    return None if ss is None or "swap_accept_prob" not in ss else ss["swap_accept_prob"].values
+
+
+def _ladder_lines(idata):
+    """The summary's lines on the ladder (tempered runs only): levels, swap acceptance, round
+    trips, the evidence."""
+    if _swaps(idata) is None:
+        return []
+    ss = idata.sample_stats
+    swaps, trips = ss["swap_accept_prob"].values, ss["round_trips"].values
+    evidence = ss["log_marginal_likelihood"].values
+    mcse = ss["log_marginal_likelihood_mcse"].values
+    n = max(np.isfinite(evidence).sum(), 1)
+    lines = [f"Replica exchange: {ss['beta'].sizes['level']} levels x {trips.shape[0]} ladders "
+             f"per image; swap acceptance per adjacent pair {swaps.min():.2f}-{swaps.max():.2f} "
+             f"(median {np.median(swaps):.2f}); round trips per ladder min {trips.min()}, "
+             f"median {np.median(trips):g}."]
+    if np.isfinite(evidence).any():
+        lines.append(f"Evidence (stepping stone): mean log p(x) per image "
+                     f"{np.nanmean(evidence):.2f} +- {np.sqrt(np.nansum(mcse ** 2)) / n:.2f} "
+                     "(MCSE) nats.")
+    return lines + [""]
 
 
 def _analysis_figures(idata, out_dir, m):
@@ -372,4 +402,6 @@ def _analysis_figures(idata, out_dir, m):
     figures["spike_slab"] = plots.plot_spike_slab(idata, path("spike_slab.png"), image=image,
                                                   latent=latent, threshold=m.threshold)
     figures["rhat"] = plots.plot_rhat(m.rhat, path("rhat.png"))
+    if _swaps(idata) is not None:
+        figures["ladder"] = plots.plot_ladder(idata, path("ladder.png"))
     return figures

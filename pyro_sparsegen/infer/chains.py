@@ -10,14 +10,18 @@ import torch
 from . import tempering
 from .core import draw_randoms
 
+POOL = 64  # transitions' worth of the hottest level's prior draws drawn at once
 PER_DRAW = ("log_density", "log_likelihood", "accept_prob", "diverging", "step_size")
 
 
 class _Ladders:
     """The tempering state of a run: ``L`` levels of ``K`` ladders per chain."""
 
-    def __init__(self, spec, ladders, target, adapt, warmup_steps):
+    def __init__(self, spec, ladders, target, adapt, warmup_steps, prior_target=None):
         n = target.num_chains
+        # POOL * K replicas: the hottest level's prior draws, drawn POOL transitions at a time
+        # (one run of the model for many transitions: its Python cost is the larger part)
+        self.prior_target, self._pool, self._used = prior_target, None, POOL
         self.beta = tempering.ladder_from(spec, n, dtype=target.dtype, device=target.device)
         self.levels, self.ladders = self.beta.shape[0], ladders
         device = target.device
@@ -34,9 +38,26 @@ class _Ladders:
     def rows(self):
         return tempering.rows(self.beta, self.ladders)
 
-    def inputs(self, i, like):
+    def inputs(self, i, like, args, kwargs):
         log_u = torch.rand(self.swap_sum.shape, dtype=like.dtype, device=like.device).log()
-        return tempering.Ladder(self.beta, log_u, self.parity[i % 2], self.phase)
+        prior = None
+        if self.prior_target is not None:
+            if self._used == POOL:
+                self._pool = self.prior_target.prior_free(args, kwargs)[0].reshape(
+                    POOL, self.ladders, *like.shape[1:])
+                self._used = 0
+            prior = self._pool[self._used]
+            self._used += 1
+        return tempering.Ladder(self.beta, log_u, self.parity[i % 2], self.phase, prior)
+
+    def for_adaptation(self, info, target_accept_prob):
+        """``info`` with the refreshed rows' acceptance at the adaptation's target (their
+        Langevin step is not taken: its step size stays where it is)."""
+        if self.prior_target is None:
+            return info
+        fresh = self.rows() == 0
+        return info._replace(accept_prob=torch.where(
+            fresh, torch.full_like(info.accept_prob, target_accept_prob), info.accept_prob))
 
     def record(self, swap, sampling):
         self.phase = swap.phase
@@ -75,8 +96,12 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
                              "not a potential_fn")
         target.check_temperable()
     dyn = kernel.transition(target, args, kwargs, tempered=levels is not None)
-    ladder = None if levels is None else \
-        _Ladders(spec, num_chains, target, kernel.adapt_ladder, warmup_steps)
+    ladder = None
+    if levels is not None:
+        prior_target = kernel.target(args, kwargs, POOL * num_chains) if kernel.prior_refresh \
+            else None
+        ladder = _Ladders(spec, num_chains, target, kernel.adapt_ladder, warmup_steps,
+                          prior_target)
     if initial is None:
         position, global_position = kernel._start(target, kernel.init or "prior", args, kwargs)
     else:
@@ -98,8 +123,9 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
             state, info = dyn.step(state, randoms, local_step, global_step)
         else:
             state, info, swap = dyn.step(state, randoms, local_step, global_step,
-                                         ladder.inputs(i, state.position))
+                                         ladder.inputs(i, state.position, args, kwargs))
             ladder.record(swap, sampling=i >= warmup_steps)
+            info = ladder.for_adaptation(info, kernel.target_accept_prob)
         if i < warmup_steps:
             if adapt is not None:
                 adapt, (local_step, global_step) = kernel._adapted(

@@ -111,6 +111,10 @@ class Randoms(NamedTuple):
     pair_first: Optional[torch.Tensor] = None  # [*R, N] int64 coordinates the pair move swaps
     pair_second: Optional[torch.Tensor] = None  # [*R, N] int64
     pair_log_u: Optional[torch.Tensor] = None  # [*R, N]
+    # an independent draw from the target replaces the Langevin proposal of the rows it marks
+    # (tempering: the levels at beta = 0, whose target is the prior; see local_step)
+    fresh: Optional[torch.Tensor] = None  # [*R, N, D]
+    fresh_rows: Optional[torch.Tensor] = None  # [*R, N] bool
 
 
 class Options(NamedTuple):
@@ -259,23 +263,34 @@ def _metropolis(ok, log_density_ratio, current, proposal, new_grad, new_curvatur
 
 
 def local_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
-               max_energy_error=MAX_ENERGY_ERROR):
+               max_energy_error=MAX_ENERGY_ERROR, fresh=None, fresh_rows=None):
     """The chains' Langevin step, given the global block.
 
     :param step_size: a number or ``[*R, N]`` (one per chain).
     :param eps: ``[*R, N, D]`` noise, or ``None`` for the noise-free (MAP) step.
     :param log_u: ``[*R, N]`` log-uniforms for the Metropolis test, or ``None`` (unadjusted).
+    :param fresh: ``[*R, N, D]`` independent draws from the target of the rows ``fresh_rows``
+        (``[*R, N]`` bool) marks: there they are the proposal, accepted when sound (an
+        independence proposal from the target itself has Metropolis ratio 1: a Gibbs move).
+        Tempering uses it at ``beta = 0``, where the target is the prior.
     :return: ``(state, accept_prob, accepted, diverging)``
     """
     step = step_size.unsqueeze(-1) if isinstance(step_size, torch.Tensor) else step_size
     z, d = state.position, state.density
     proposal, _, scale = _proposal(z, d.grad, d.curvature, step, eps, precondition,
                                    with_scale=eps is not None)
+    if fresh is not None:
+        proposal = torch.where(fresh_rows.unsqueeze(-1), fresh, proposal)
     new = density_fn(proposal, state.global_position)
     ok = _ok(new.local, d.local, new.grad.sum(-1), max_energy_error)
     accept_prob, accepted = _metropolis(ok, new.local - d.local, z, proposal, new.grad,
                                         new.curvature, step, eps, scale, precondition,
                                         d.curvature, log_u)
+    if fresh is not None:  # a draw from the target: sound is enough (no energy bound either)
+        sound = torch.isfinite(new.local + new.grad.sum(-1))
+        accepted = torch.where(fresh_rows, sound, accepted)
+        accept_prob = torch.where(fresh_rows, sound.to(accept_prob.dtype), accept_prob)
+        ok = torch.where(fresh_rows, sound, ok)
     position = torch.where(accepted.unsqueeze(-1), proposal, z)
     return LangevinState(position, state.global_position, _select(accepted, new, d)), \
         accept_prob, accepted, ~ok
@@ -367,7 +382,8 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
         randoms = draw_randoms(state, options, mixture_index, pair_sites=pair_sites)
     state, accept_prob, accepted, diverging = local_step(
         state, density_fn, step_size, randoms.eps, randoms.log_u,
-        precondition=options.precondition, max_energy_error=options.max_energy_error)
+        precondition=options.precondition, max_energy_error=options.max_energy_error,
+        fresh=randoms.fresh, fresh_rows=randoms.fresh_rows)
     crossed = torch.zeros_like(accepted)
     if randoms.cross_index is not None:
         state, crossed, cross_div = crossing_step(

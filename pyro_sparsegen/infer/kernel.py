@@ -127,6 +127,11 @@ class ShortRunLangevin(MCMCContract):
         one line otherwise); ``sample_chains`` only (``pyro.infer.MCMC`` refuses it).
     :param bool adapt_ladder: with tempering, move the levels during warm-up so that the swap
         rejection rates are equal along the ladder (Syed et al. 2021).
+    :param bool prior_refresh: with tempering, when the hottest level is at ``beta = 0`` (its
+        target the prior), replace its Langevin step by an independent draw from the model's
+        prior every transition (exact: a Gibbs move), so that the hot end forgets its state at
+        once and states travel the ladder faster. Costs one run of the model's prior on
+        ``num_chains`` rows per transition.
     :param bool compile: compile the transition with ``torch.compile``.
     :param bool derive: derive a graph of the transition from the model (faster; checked
         against the model's trace); ``False`` runs the model through Pyro at every step.
@@ -146,7 +151,7 @@ class ShortRunLangevin(MCMCContract):
                  chain_plate=None, adapt_step_size=None,
                  target_accept_prob=adaptation.TARGET_ACCEPT_PROB, crossing=None,
                  compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR,
-                 pair_move=None, tempering=None, adapt_ladder=True):
+                 pair_move=None, tempering=None, adapt_ladder=True, prior_refresh=True):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) \
@@ -196,6 +201,7 @@ class ShortRunLangevin(MCMCContract):
         self.pair_move = pair_move
         self.tempering = tempering
         self.adapt_ladder = bool(adapt_ladder)
+        self.prior_refresh = bool(prior_refresh)
         self.compile = bool(compile)
         self.derive = bool(derive)
         self.max_energy_error = float(max_energy_error)

@@ -26,7 +26,7 @@ ladder: :func:`stepping_stone`.
 """
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -45,12 +45,16 @@ class Ladder(NamedTuple):
       ``(1, 2), (3, 4), ...``
     - ``phase``: ``[L, K, N]`` int64 round-trip phase of the state at each level (0: not yet at
       the coldest level, 1: left the coldest, 2: reached the hottest since), moved with it
+    - ``prior``: ``[K, N, D]`` independent prior draws (unconstrained) for the hottest level,
+      or ``None``: when its ``beta`` is 0 its target is the prior, and the draw replaces its
+      Langevin proposal (an exact Gibbs move: the hot end forgets its state every transition)
     """
 
     beta: torch.Tensor
     log_u: torch.Tensor
     parity: torch.Tensor
     phase: torch.Tensor
+    prior: Optional[torch.Tensor] = None
 
 
 class SwapInfo(NamedTuple):
@@ -102,6 +106,16 @@ def rows(beta, ladders):
     """``[L * K, N]`` per-row inverse temperatures from the ladder ``[L, N]``."""
     levels, n = beta.shape
     return beta.unsqueeze(1).expand(levels, ladders, n).reshape(levels * ladders, n)
+
+
+def prior_refresh(position, ladder):
+    """``(fresh [L * K, N, D], fresh_rows [L * K, N])`` for
+    :func:`~pyro_sparsegen.infer.core.local_step`: ``ladder.prior`` at the hottest level's rows
+    where its ``beta`` is 0 (``fresh_rows``; elsewhere ``fresh`` is ``position``, unused)."""
+    levels = ladder.beta.shape[0]
+    k = ladder.prior.shape[0]
+    fresh = torch.cat([position[:(levels - 1) * k], ladder.prior.to(position.dtype)])
+    return fresh, rows(ladder.beta, k) == 0
 
 
 def _levels(tensor, levels):

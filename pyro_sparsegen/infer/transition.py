@@ -117,6 +117,9 @@ class Transition:
         args, kwargs = self._rebuild(tensors)
         beta = None if ladder is None else \
             tempering.rows(ladder.beta, state.position.shape[0] // ladder.beta.shape[0])
+        if ladder is not None and ladder.prior is not None:
+            fresh, fresh_rows = tempering.prior_refresh(state.position, ladder)
+            randoms = randoms._replace(fresh=fresh, fresh_rows=fresh_rows)
         with pyro.validation_enabled(False):
             state, info = langevin_step(state, self.density_fn(args, kwargs, beta), step_size,
                                         randoms, self.options,
