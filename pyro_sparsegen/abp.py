@@ -186,6 +186,7 @@ class ABP:
         self.model, self.kernel, self.optim = model, kernel, optim
         self.num_data = num_data
         self.sparsify = bool(sparsify)
+        #: the learner's position on the annealing schedule (training iterations so far)
         self.iteration = int(iteration)
         self._names = {}  # id(param) -> name, for the optimiser's state
         self.optimizers = OptimizerStates(optim)

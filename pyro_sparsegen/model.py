@@ -233,7 +233,7 @@ class SparseGenerator(PyroModule):
 
     def prior(self, slab_weight=None):
         """The per-coordinate prior of ``z`` at the current iteration (override for variants):
-        a :class:`~pyro_sparsegen.SpikeAndSlab` on views of :attr:`prior_state`; with
+        a :class:`~pyro_sparsegen.SpikeAndSlab` on views of the ``prior_state`` buffer; with
         ``prior="learned"`` the learned weights once handed over; with ``"hierarchical"``
         ``slab_weight`` (the global latent ``w``, ``[latent_dim]``) once handed over."""
         state = self.prior_state
@@ -427,7 +427,8 @@ class FunctionModel:
         return fn.inclusion_probability(z)
 
     def prior_params(self):
-        """The run's schedule at the learner's position (:func:`schedules.current_iteration`)."""
+        """The run's schedule at the learner's position
+        (:func:`~pyro_sparsegen.schedules.current_iteration`)."""
         if not hasattr(self, "schedule"):
             raise AttributeError("this model has no schedule")
         return self.schedule(schedules_.current_iteration())

@@ -257,6 +257,7 @@ class Annealed:
 
         self.schedule = schedule
         self.state = torch.empty(3, device=device, dtype=dtype or torch.get_default_dtype())
+        #: a device flag: the schedule has reached its end (no host read to know it)
         self.ended = torch.zeros((), dtype=torch.bool, device=device)
         self._refresh()
         _LIVE.add(self)

@@ -44,10 +44,10 @@ class MLPEncoder(nn.Module):
 
 class AmortizedGenerator(SparseGenerator):
     """A :class:`~pyro_sparsegen.SparseGenerator` (same ``model``, likelihood and fast path)
-    with a recognition network ``q(z | x)``: its :meth:`guide`, trained jointly with the
+    with a recognition network ``q(z | x)``: its ``guide``, trained jointly with the
     generator by stochastic variational inference against :meth:`loss`.
 
-    Subclasses set ``heads`` (encoder outputs per coordinate) and define :meth:`guide`,
+    Subclasses set ``heads`` (encoder outputs per coordinate) and define ``guide``,
     :meth:`encode` and :meth:`loss`.
     """
 
