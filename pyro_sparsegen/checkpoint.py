@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import torch
 
+from .errors import SparsegenError
 from .files import atomic_file, remove_stale_temporaries  # noqa: F401  (re-exported)
 from .runtime import rng_states
 from .version import VERSION
@@ -29,7 +30,7 @@ BEST = "best.h5"  # the best epoch after the annealing (the collapse watch's)
 METRICS = "metrics.csv"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SparsegenError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit what is asked of it."""
 
 

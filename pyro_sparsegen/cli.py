@@ -8,13 +8,13 @@ import argparse
 import os
 import sys
 
-from .errors import first_line
+from .errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, SparsegenError, first_line,
+                     is_user_error, report_bug)
 from .files import output_folder
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-class UsageError(ValueError):
+class UsageError(SparsegenError, ValueError):
     """A command line the parser (or a check of its values) refuses."""
 
 
@@ -375,22 +375,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("pyro-sparsegen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except UsageError as e:
-        print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as e:
+    except Exception as e:  # noqa: BLE001 - sorted below: a user's error or a bug
         from .config import ModelSpecError
 
-        if not isinstance(e, ModelSpecError):
+        if isinstance(e, (UsageError, ModelSpecError)):
+            print(f"pyro-sparsegen: error: {first_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        if is_user_error(e):  # the package's own errors, the OS's (a missing file, a full disk)
             return _error(e)
-        print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, RuntimeError) as e:
-        from .abp import TrainingError
-
-        if not isinstance(e, (OSError, TrainingError)):
-            raise
-        return _error(e)
+        return report_bug("pyro-sparsegen", e)  # anything else is a bug: its traceback
 
 
 def _error(e):

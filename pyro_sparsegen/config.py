@@ -13,6 +13,7 @@ import tomllib
 from typing import Optional
 
 from . import schedules
+from .errors import SparsegenError
 from .distributions import ACTIVE_THRESHOLD
 
 NETWORKS = ("mlp", "conv")
@@ -29,7 +30,7 @@ PRIOR_KINDS = ("annealed", "learned", "hierarchical")
 MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-class ConfigError(ValueError):
+class ConfigError(SparsegenError, ValueError):
     """A setting that is out of range or unknown."""
 
 
