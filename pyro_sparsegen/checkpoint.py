@@ -6,23 +6,23 @@ trust policy of what it may import) is :mod:`pyro_sparsegen.builders`'.
 Written atomically (:func:`~pyro_sparsegen.files.atomic_file`): a temporary file in the same
 folder, flushed and fsynced, then ``os.replace``d over the previous checkpoint, so an
 interrupted write never damages it. Format version 3 carries a SHA-256 of the whole file in
-its HDF5 user block (:func:`~pyro_sparsegen.files.seal`), checked before libhdf5 reads the file:
-a truncated file or a changed byte is a one-line :class:`CheckpointError`, never a different
-model. Files of versions 1 and 2 (no checksum) still load, with one :class:`UnverifiedWarning`.
+its HDF5 user block (:func:`~pyro_sparsegen.files.write_sealed_h5`), checked before libhdf5
+reads the file: a truncated file or a changed byte is a one-line :class:`CheckpointError`,
+never a different model. Files of versions 1 and 2 (no checksum) still load, with one
+:class:`UnverifiedWarning`.
 """
 
 import json
 import os
 import time
 
-import h5py
 import numpy as np
 import torch
 
 from .errors import SparsegenError
-from .files import (  # noqa: F401  (UnverifiedWarning re-exported)
-    USERBLOCK, DamagedFileError, UnverifiedWarning, atomic_file, open_verified, seal,
-    warn_unverified)
+from .files import (  # noqa: F401  (atomic_file, UnverifiedWarning re-exported)
+    DamagedFileError, UnverifiedWarning, atomic_file, open_verified, warn_unverified,
+    write_sealed_h5)
 from .files import remove_stale_temporaries  # noqa: F401  (re-exported)
 from .runtime import rng_states
 from .version import VERSION
@@ -132,41 +132,39 @@ def save(path, *, model, config, optimizer=None, params=None, progress=None, met
     """
     path = os.fspath(path)
     is_module = isinstance(model, torch.nn.Module)
-    with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w", userblock_size=USERBLOCK) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["package_version"] = VERSION
-            f.attrs["model_class"] = class_path(model) if is_module else FUNCTION
-            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            f.attrs["config"] = json.dumps(config)
-            network = getattr(model, "network", None)
-            f.attrs["network"] = json.dumps(network.config() if hasattr(network, "config")
-                                            else {})
-            f.attrs["model_options"] = json.dumps(model_options(model))
-            f.attrs["progress"] = json.dumps(progress or {})
-            f.attrs["metrics"] = json.dumps(list(metrics))
-            f.attrs["extra"] = json.dumps(extra or {})
-            _write_tensors(f.create_group("model"), model.state_dict() if is_module else {})
-            group = f.create_group("params")
-            for name, (value, constraint) in (params or {}).items():
-                key = name.replace("/", "|")
-                group.create_dataset(key, data=value.detach().cpu().numpy())
-                group[key].attrs["constraint"] = constraint
-            if optimizer is not None:
-                group = f.create_group("optimizers")
-                for name, state in optimizer.items():
-                    _write_optimizer(group.create_group(name.replace("/", "|")), state)
-            ranks = [rng_states()] if rng is None else list(rng)
-            _write_rng(f.create_group("rng"), ranks[0])
-            if len(ranks) > 1:
-                others = f.create_group("rng_ranks")
-                for rank, states in enumerate(ranks[1:], start=1):
-                    _write_rng(others.create_group(str(rank)), states)
-            f.flush()
-        seal(tmp)  # the checksum of the complete file, in its user block
-        if before_replace is not None:
-            before_replace(tmp)
+
+    def fill(f):
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["package_version"] = VERSION
+        f.attrs["model_class"] = class_path(model) if is_module else FUNCTION
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        f.attrs["config"] = json.dumps(config)
+        network = getattr(model, "network", None)
+        f.attrs["network"] = json.dumps(network.config() if hasattr(network, "config")
+                                        else {})
+        f.attrs["model_options"] = json.dumps(model_options(model))
+        f.attrs["progress"] = json.dumps(progress or {})
+        f.attrs["metrics"] = json.dumps(list(metrics))
+        f.attrs["extra"] = json.dumps(extra or {})
+        _write_tensors(f.create_group("model"), model.state_dict() if is_module else {})
+        group = f.create_group("params")
+        for name, (value, constraint) in (params or {}).items():
+            key = name.replace("/", "|")
+            group.create_dataset(key, data=value.detach().cpu().numpy())
+            group[key].attrs["constraint"] = constraint
+        if optimizer is not None:
+            group = f.create_group("optimizers")
+            for name, state in optimizer.items():
+                _write_optimizer(group.create_group(name.replace("/", "|")), state)
+        ranks = [rng_states()] if rng is None else list(rng)
+        _write_rng(f.create_group("rng"), ranks[0])
+        if len(ranks) > 1:
+            others = f.create_group("rng_ranks")
+            for rank, states in enumerate(ranks[1:], start=1):
+                _write_rng(others.create_group(str(rank)), states)
+
+    write_sealed_h5(path, fill, before_replace)  # checksummed, atomic
     return path
 
 

@@ -10,7 +10,7 @@ import sys
 
 from .errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, SparsegenError, first_line,
                      is_user_error, report_bug)
-from .files import output_folder
+from .files import FolderLock, output_folder
 
 
 
@@ -226,16 +226,24 @@ def cmd_train(args):
     if args.resume and args.model is not None and args.model != config.model:
         raise UsageError(f"--model {args.model}: the run in {args.out} was trained with "
                          f"{config.model or 'the built-in model'}")
-    if not args.resume and os.path.exists(os.path.join(args.out, CHECKPOINT)):
-        raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
-                         "choose another --out")
-    dist = _init_distributed(config)
+    # one writer per run folder: the lock first (rank 0's, for the whole job), so that a folder
+    # a live process is writing is refused as such, not as one that "already holds a run"
+    lock = FolderLock.acquire(args.out) if os.path.isdir(args.out) and \
+        os.environ.get("RANK", "0") == "0" else None
     try:
-        result = train(config, args.out, resume=args.resume, progress=not args.quiet,
-                       trust_model=args.trust_model)
+        if not args.resume and os.path.exists(os.path.join(args.out, CHECKPOINT)):
+            raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
+                             "choose another --out")
+        dist = _init_distributed(config)
+        try:
+            result = train(config, args.out, resume=args.resume, progress=not args.quiet,
+                           trust_model=args.trust_model)
+        finally:
+            if dist is not None:
+                dist.destroy_process_group()
     finally:
-        if dist is not None:
-            dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
     if result.interrupted:
         print(f"interrupted: checkpoint saved to {result.checkpoint}; continue with "
               f"pyro-sparsegen train --out {args.out} --resume", file=sys.stderr)

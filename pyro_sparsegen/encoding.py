@@ -6,7 +6,6 @@
 import contextlib
 from typing import NamedTuple
 
-import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 from . import builders
 from .abp import infer_latents
 from .distributions import ACTIVE_THRESHOLD
-from .files import USERBLOCK, atomic_file, open_verified, seal
+from .files import open_verified, write_sealed_h5
 from .metrics import active_mask, per_image_mse
 
 
@@ -122,16 +121,15 @@ def infer_codes(model, data, encoder, *, threshold=ACTIVE_THRESHOLD, batch_size=
 
 def save_codes(path, codes, **attrs):
     """Write ``codes`` (from :func:`infer_codes`) to HDF5 atomically, with the file's SHA-256
-    in its user block (:func:`~pyro_sparsegen.files.seal`); ``attrs`` are stored as file
+    in its user block (:func:`~pyro_sparsegen.files.write_sealed_h5`); ``attrs`` are stored as file
     attributes (e.g. the checkpoint it came from)."""
-    with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w", userblock_size=USERBLOCK) as f:
-            for key, value in codes.items():
-                f.create_dataset(key, data=value, compression="gzip")
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        seal(tmp)
-    return path
+    def fill(f):
+        for key, value in codes.items():
+            f.create_dataset(key, data=value, compression="gzip")
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+    return write_sealed_h5(path, fill)
 
 
 def load_codes(path):

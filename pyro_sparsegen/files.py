@@ -14,7 +14,7 @@ import secrets
 import socket
 import warnings
 
-from .errors import SparsegenError
+from .errors import SparsegenError, first_line
 
 _TEMPORARY = re.compile(r"\.tmp-(\d+)-([0-9a-f]{8})-[0-9a-f]+")
 
@@ -84,10 +84,33 @@ def atomic_file(path, suffix=None):
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+    except OSError as e:  # a full disk, a quota, an I/O error: name the file and the errno
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise naming(e, path) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_ERRNO_IN_TEXT = re.compile(r"errno\s*=\s*(\d+)")
+
+
+def naming(error, path):
+    """``error`` (an ``OSError``) as one that names ``path`` and its errno:
+    ``[Errno 28] No space left on device: 'run/checkpoint.h5'``. libhdf5's errors (h5py's
+    ``OSError`` without an errno) carry it in their text; the C library's message is kept
+    when none is found."""
+    import errno as errnos
+
+    code = error.errno
+    if code is None:
+        found = _ERRNO_IN_TEXT.search(str(error))
+        code = int(found[1]) if found else None
+    if code is None:
+        return OSError(errnos.EIO, f"cannot write ({first_line(error)})", path)
+    return OSError(code, os.strerror(code), path)  # OSError picks the subclass of the errno
 
 
 def write_text(path, text):
@@ -133,6 +156,37 @@ def _sha256(handle, start):
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _seal_header(data):
+    """The user block (:data:`USERBLOCK` bytes) that seals the HDF5 image ``data`` (its own
+    user block, zeros, included)."""
+    body = memoryview(data)[USERBLOCK:]
+    header = SEAL_MAGIC + b"size=%d\nsha256=%s\n" % (len(body),
+                                                    hashlib.sha256(body).hexdigest().encode())
+    return header.ljust(USERBLOCK, b"\0")
+
+
+def write_sealed_h5(path, fill, before_replace=None):
+    """Write an HDF5 file to ``path`` atomically and sealed (:func:`seal`): ``fill(f)`` fills
+    an ``h5py.File`` built in memory; its bytes then go to the temporary of
+    :func:`atomic_file` by plain writes — so that a full disk is one ``OSError`` naming
+    ``path`` and its errno, not an error inside libhdf5 (whose half-closed objects complain
+    again when they are freed). ``before_replace(tmp)``: run before the rename (tests)."""
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", userblock_size=USERBLOCK) as f:
+        fill(f)
+    data = buffer.getbuffer()
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as out:
+            out.write(_seal_header(data))
+            out.write(data[USERBLOCK:])
+            out.flush()
+        if before_replace is not None:
+            before_replace(tmp)
+    return path
 
 
 def seal(path, replace=False):
@@ -207,3 +261,95 @@ def open_verified(path, what, warn=True):
     import h5py
 
     return h5py.File(io.BytesIO(data), "r"), verified
+
+
+# -- one writer per run folder --
+LOCK = ".lock"  # in the run folder: the writer's pid, host and start, while it holds it
+
+
+class FolderLockedError(SparsegenError):
+    """Another live process is writing the run folder (one line naming it)."""
+
+
+def _holder(fd):
+    """``(pid, host, since)`` recorded in the lock file ``fd``, or ``None``."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 4096).decode(errors="replace").split()
+    if len(text) >= 2 and text[0].isdigit():
+        return int(text[0]), text[1], " ".join(text[2:])
+    return None
+
+
+class FolderLock:
+    """The lock of a run folder: one process writes it at a time (under torch.distributed,
+    rank 0 for the whole job). An ``fcntl.flock`` on ``FOLDER/.lock`` — the kernel drops it
+    when its process dies, however it dies — and the file names its holder (pid, host, start)
+    for the message of a process refused. A lock left by a dead process is taken over, with
+    one line on stderr saying so. Re-entrant within one process; :meth:`release` once per
+    :meth:`acquire`."""
+
+    _held = {}  # real path of the folder -> FolderLock (this process's)
+
+    def __init__(self, folder, fd):
+        self.folder, self.fd, self.count = folder, fd, 1
+
+    @classmethod
+    def acquire(cls, folder, refuse=FolderLockedError):
+        """Hold ``folder``'s lock (the folder must exist); raises ``refuse`` in one line when
+        another live process holds it."""
+        import fcntl
+        import sys
+        import time
+
+        key = os.path.realpath(folder)
+        if key in cls._held:
+            cls._held[key].count += 1
+            return cls._held[key]
+        fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                who = (f"process {holder[0]} on {holder[1]}, since {holder[2]}" if holder
+                       else "another process")
+                raise refuse(f"{folder}: {who} is writing this run folder; wait for it to "
+                             "finish or choose another --out") from None
+            except OSError:  # no flock here (some network file systems): the pid decides
+                holder = _holder(fd)
+                if holder and holder[1] == socket.gethostname() and holder[0] != os.getpid() \
+                        and _alive(holder[0]):
+                    raise refuse(f"{folder}: process {holder[0]} on {holder[1]}, since "
+                                 f"{holder[2]}, is writing this run folder; wait for it to "
+                                 "finish or choose another --out") from None
+            previous = _holder(fd)
+            if previous is not None and previous[0] != os.getpid():
+                sys.stderr.write(f"pyro-sparsegen: {folder}: took over the lock left by "
+                                 f"process {previous[0]} on {previous[1]} (since "
+                                 f"{previous[2]}), which is no longer running\n")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        lock = cls._held[key] = cls(folder, fd)
+        return lock
+
+    @classmethod
+    def holds(cls, folder):
+        """Whether this process holds ``folder``'s lock."""
+        return os.path.realpath(folder) in cls._held
+
+    def release(self):
+        """Undo one :meth:`acquire`; the last one empties the lock file and unlocks it."""
+        self.count -= 1
+        if self.count > 0:
+            return
+        key = os.path.realpath(self.folder)
+        if self._held.get(key) is self:
+            del self._held[key]
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)  # a clean release: nothing to take over
+        os.close(self.fd)  # closing the descriptor drops the flock

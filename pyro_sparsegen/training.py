@@ -100,6 +100,14 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
            on_checkpoint, stop_after, trust_model):
     run = Run(config, out_dir, train_data=train_data, test_data=test_data,
               on_checkpoint=on_checkpoint)
+    try:  # the run folder's lock is released however the run ends
+        return _train_run(run, config, resume, model_class, progress, figures, stop_after,
+                          trust_model)
+    finally:
+        run.close()
+
+
+def _train_run(run, config, resume, model_class, progress, figures, stop_after, trust_model):
     model = run.start(
         resume,
         build=lambda: builders.build_model(config, run.train_data.image_shape,

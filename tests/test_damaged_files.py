@@ -169,8 +169,11 @@ def test_the_checksum_covers_the_whole_file(tmp_path):
 
 def _write_format_2(path, monkeypatch):
     """A checkpoint as format version 2 wrote it: no user block, no checksum."""
-    monkeypatch.setattr(checkpoint, "USERBLOCK", 0)
-    monkeypatch.setattr(checkpoint, "seal", lambda tmp: None)
+    def unsealed(path, fill, before_replace=None):
+        with h5py.File(path, "w") as f:
+            fill(f)
+
+    monkeypatch.setattr(checkpoint, "write_sealed_h5", unsealed)
     monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 2)
     torch.manual_seed(0)
     tiny_checkpoint(path)
