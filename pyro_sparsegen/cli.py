@@ -76,6 +76,9 @@ def build_parser():
                         "for runs of at least 600 steps)")
     t.add_argument("--eval-images", type=int, help="held-out images evaluated per epoch")
     t.add_argument("--seed", type=int)
+    t.add_argument("--dtype", choices=["float32", "float64"],
+                   help="floating dtype of the weights, codes and chains (default float32; "
+                        "recorded in the checkpoint: resume, encode and analyze use it)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--config", help="a JSON or TOML config file (flags override it)")
     t.add_argument("--recipe", choices=["default", "v1"],
@@ -178,6 +181,11 @@ def _train_config(args):
             setattr(getattr(config, section), key, value)
     if args.seed is not None:
         config.seed = args.seed
+    if args.dtype is not None:
+        if args.resume and args.dtype != config.dtype:
+            raise UsageError(f"--dtype {args.dtype}: the run in {args.out} trains in "
+                             f"{config.dtype}; --resume continues it so")
+        config.dtype = args.dtype
     if args.device is not None:
         config.device = args.device
     if args.model is not None and not args.resume:
@@ -373,6 +381,8 @@ COMMANDS = {"train": cmd_train, "encode": cmd_encode, "sample": cmd_sample,
 
 
 def main(argv=None):
+    """The command line: the exit status of ``argv``'s command (0; 1 for an error of the
+    user's, 2 for a usage error, 130 when interrupted, 70 for an internal error)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor")

@@ -4,6 +4,7 @@ The whole :class:`TrainConfig` is saved into every checkpoint (``to_dict``) and 
 from a JSON or TOML file (``from_file``); unknown keys are errors.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,6 +29,24 @@ RECIPES = {
 }
 PRIOR_KINDS = ("annealed", "learned", "hierarchical")
 MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+DTYPES = ("float32", "float64")  # TrainConfig.dtype's values
+
+
+@contextlib.contextmanager
+def default_dtype(name):
+    """torch's default floating dtype set to ``name`` (``"float32"`` or ``"float64"``, a
+    run's :attr:`TrainConfig.dtype`) for the block: the model, its schedule, the chains and
+    the codes are made in it."""
+    import torch
+
+    previous, dtype = torch.get_default_dtype(), getattr(torch, name)
+    torch.set_default_dtype(dtype)
+    try:
+        yield dtype
+    finally:
+        torch.set_default_dtype(previous)
 
 
 class ConfigError(SparsegenError, ValueError):
@@ -226,6 +245,9 @@ class TrainConfig:
     device: str = "auto"
     threshold: float = ACTIVE_THRESHOLD  # |z| above which a coordinate is active
     model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
+    # the floating dtype of the weights, the codes and the chains: "float32" or "float64"
+    # (recorded in the checkpoint; resume, encode and analyze use it)
+    dtype: str = "float32"
 
     @classmethod
     def recipe(cls, name):
@@ -258,6 +280,8 @@ class TrainConfig:
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         _positive_float("config", "threshold", self.threshold)
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         return self
 
     def to_dict(self):
