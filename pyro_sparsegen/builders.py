@@ -18,7 +18,8 @@ import torch
 
 from . import checkpoint as ckpt
 from . import networks
-from .config import ConfigError, ModelSpecError, TrainConfig, default_dtype, likelihood_scale
+from .config import (ConfigError, ModelSpecError, TrainConfig, default_dtype, likelihood_scale,
+                     resolved_dtype)
 from .errors import first_line
 from .infer import ShortRunLangevin
 from .model import FunctionModel, SparseGenerator
@@ -372,6 +373,10 @@ def check_resumable(state, config, image_shape, world_size=1):
     if tuple(state.image_shape or ()) != tuple(image_shape):
         raise ConfigError(f"checkpoint was trained on images {tuple(state.image_shape or ())}; "
                           f"the data has {tuple(image_shape)}")
+    if run_dtype(state) != resolved_dtype(config.dtype):
+        raise ConfigError(f"the checkpoint's run trains in {run_dtype(state)}; this run would "
+                          f"train in {resolved_dtype(config.dtype)} (set dtype, or torch's "
+                          "default dtype, to the checkpoint's)")
     if saved.optim.batch_size != config.optim.batch_size or saved.seed != config.seed:
         raise ConfigError("resume needs the checkpoint's batch size and seed "
                           f"({saved.optim.batch_size}, {saved.seed})")

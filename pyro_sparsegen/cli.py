@@ -182,7 +182,7 @@ def _train_config(args):
     if args.seed is not None:
         config.seed = args.seed
     if args.dtype is not None:
-        if args.resume and args.dtype != config.dtype:
+        if args.resume and args.dtype != config.dtype:  # config.dtype: read_run's, resolved
             raise UsageError(f"--dtype {args.dtype}: the run in {args.out} trains in "
                              f"{config.dtype}; --resume continues it so")
         config.dtype = args.dtype

@@ -34,14 +34,23 @@ MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 DTYPES = ("float32", "float64")  # TrainConfig.dtype's values
 
 
+def resolved_dtype(name):
+    """``name`` (``"float32"``, ``"float64"``), or for ``None`` torch's default dtype's name."""
+    if name is not None:
+        return name
+    import torch
+
+    return str(torch.get_default_dtype()).removeprefix("torch.")
+
+
 @contextlib.contextmanager
 def default_dtype(name):
     """torch's default floating dtype set to ``name`` (``"float32"`` or ``"float64"``, a
-    run's :attr:`TrainConfig.dtype`) for the block: the model, its schedule, the chains and
-    the codes are made in it."""
+    run's :attr:`TrainConfig.dtype`; ``None``: left as it is) for the block: the model, its
+    schedule, the chains and the codes are made in it."""
     import torch
 
-    previous, dtype = torch.get_default_dtype(), getattr(torch, name)
+    previous, dtype = torch.get_default_dtype(), getattr(torch, resolved_dtype(name))
     torch.set_default_dtype(dtype)
     try:
         yield dtype
@@ -245,9 +254,10 @@ class TrainConfig:
     device: str = "auto"
     threshold: float = ACTIVE_THRESHOLD  # |z| above which a coordinate is active
     model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
-    # the floating dtype of the weights, the codes and the chains: "float32" or "float64"
-    # (recorded in the checkpoint; resume, encode and analyze use it)
-    dtype: str = "float32"
+    # the floating dtype of the weights, the codes and the chains: "float32", "float64", or
+    # None for torch's default dtype when training starts (the checkpoint records the dtype
+    # the run trained in; resume, encode and analyze use it)
+    dtype: Optional[str] = None
 
     @classmethod
     def recipe(cls, name):
@@ -280,7 +290,7 @@ class TrainConfig:
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         _positive_float("config", "threshold", self.threshold)
-        if self.dtype not in DTYPES:
+        if self.dtype is not None and self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         return self
 

@@ -39,7 +39,7 @@ def test_a_float64_run_stays_float64_through_resume_encode_and_analyze(tmp_path,
 
 
 def test_a_float32_run_and_the_option_checked(tmp_path):
-    assert TrainConfig().dtype == "float32"
+    assert TrainConfig().dtype is None  # torch's default dtype when training starts
     with pytest.raises(ConfigError, match="dtype must be float32 or float64, got 'float16'"):
         TrainConfig.from_dict({"dtype": "float16"})
     assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", *TINY]) == 0
@@ -62,3 +62,18 @@ def test_a_float64_checkpoint_of_before_the_option_loads_as_float64(tmp_path, fl
     for key, value in model.state_dict().items():
         assert loaded.state_dict()[key].dtype == torch.float64
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_without_the_option_a_run_trains_in_torchs_default_dtype_and_records_it(tmp_path,
+                                                                                  float64):
+    from test_training import run, tiny_config
+
+    config = tiny_config(optim__epochs=1)
+    assert config.dtype is None
+    result = run(config, tmp_path / "run", figures=False)
+    assert all(p.dtype == torch.float64 for p in result.model.parameters())
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.h5").config["dtype"] == "float64"
+    torch.set_default_dtype(torch.float32)  # a resume under another default is refused
+    with pytest.raises(ConfigError, match="the checkpoint's run trains in float64; this run "
+                                          "would train in float32"):
+        run(tiny_config(optim__epochs=2), tmp_path / "run", figures=False, resume=True)
