@@ -329,7 +329,6 @@ def read_run(run_dir):
         config = TrainConfig.from_dict(state.config)
     except (ConfigError, TypeError) as e:
         raise ckpt.CheckpointError(f"{path}: stored config is invalid ({e})") from None
-    config.dtype = run_dtype(state)  # recorded, or (older files) that of the weights
     return config, state
 
 

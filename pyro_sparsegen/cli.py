@@ -154,7 +154,10 @@ def _train_config(args):
     if args.resume:
         from .builders import read_run
 
-        config, _ = read_run(args.out)  # the model class is checked when train loads it
+        from .builders import run_dtype
+
+        config, state = read_run(args.out)  # the model class is checked when train loads it
+        config.dtype = run_dtype(state)  # the dtype it trained in (its weights', if unset)
     elif args.config:
         config = TrainConfig.from_file(args.config)
     else:
@@ -182,7 +185,7 @@ def _train_config(args):
     if args.seed is not None:
         config.seed = args.seed
     if args.dtype is not None:
-        if args.resume and args.dtype != config.dtype:  # config.dtype: read_run's, resolved
+        if args.resume and args.dtype != config.dtype:
             raise UsageError(f"--dtype {args.dtype}: the run in {args.out} trains in "
                              f"{config.dtype}; --resume continues it so")
         config.dtype = args.dtype

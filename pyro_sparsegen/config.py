@@ -255,8 +255,8 @@ class TrainConfig:
     threshold: float = ACTIVE_THRESHOLD  # |z| above which a coordinate is active
     model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
     # the floating dtype of the weights, the codes and the chains: "float32", "float64", or
-    # None for torch's default dtype when training starts (the checkpoint records the dtype
-    # the run trained in; resume, encode and analyze use it)
+    # None for torch's default dtype when training starts (then the checkpoint's weights tell
+    # it: builders.run_dtype); resume, encode and analyze use it
     dtype: Optional[str] = None
 
     @classmethod

@@ -13,7 +13,7 @@ import pyro
 
 from . import builders
 from .abp import ABP, TrainingError
-from .config import TrainConfig, default_dtype, resolved_dtype
+from .config import TrainConfig, default_dtype
 from .encoding import CodeInference
 from .figures import write_figures
 from .loop import RollbackTransaction, Run, TrainResult
@@ -89,8 +89,6 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     :return: :class:`~pyro_sparsegen.loop.TrainResult`
     """
     config.validate()
-    if config.dtype is None:  # the checkpoint records the dtype the run trains in
-        config = TrainConfig.from_dict({**config.to_dict(), "dtype": resolved_dtype(None)})
     with default_dtype(config.dtype), \
             pyro.get_param_store().scope() as scope:  # no parameter of an earlier run leaks in
         result = _train(config, out_dir, resume, model_class, train_data, test_data, progress,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_sparsegen import checkpoint
-from pyro_sparsegen.builders import load_run
+from pyro_sparsegen.builders import load_run, run_dtype
 from pyro_sparsegen.cli import main
 from pyro_sparsegen.config import ConfigError, TrainConfig
 
@@ -27,7 +27,7 @@ def test_a_float64_run_stays_float64_through_resume_encode_and_analyze(tmp_path,
     assert "trains in float64" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
     model, config, state = load_run(out)
-    assert state.progress["epoch"] == 2 and config.dtype == "float64"
+    assert state.progress["epoch"] == 2 and config.dtype == "float64"  # recorded
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert main(["encode", str(out), "--quiet"]) == 0
     with h5py.File(out / "codes_test.h5") as f:
@@ -43,8 +43,8 @@ def test_a_float32_run_and_the_option_checked(tmp_path):
     with pytest.raises(ConfigError, match="dtype must be float32 or float64, got 'float16'"):
         TrainConfig.from_dict({"dtype": "float16"})
     assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", *TINY]) == 0
-    model, config, _ = load_run(tmp_path / "r")
-    assert config.dtype == "float32" and all(p.dtype == torch.float32
+    model, config, state = load_run(tmp_path / "r")
+    assert config.dtype is None and run_dtype(state) == "float32" and all(p.dtype == torch.float32
                                              for p in model.parameters())
 
 
@@ -57,8 +57,8 @@ def test_a_float64_checkpoint_of_before_the_option_loads_as_float64(tmp_path, fl
     del config["dtype"]  # as written before the option
     checkpoint.save(tmp_path / "checkpoint.h5", model=model, config=config)
     torch.set_default_dtype(torch.float32)
-    loaded, config, _ = load_run(tmp_path)
-    assert config.dtype == "float64"
+    loaded, config, state = load_run(tmp_path)
+    assert "dtype" not in state.config and run_dtype(state) == "float64"
     for key, value in model.state_dict().items():
         assert loaded.state_dict()[key].dtype == torch.float64
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -72,7 +72,8 @@ def test_without_the_option_a_run_trains_in_torchs_default_dtype_and_records_it(
     assert config.dtype is None
     result = run(config, tmp_path / "run", figures=False)
     assert all(p.dtype == torch.float64 for p in result.model.parameters())
-    assert checkpoint.load(tmp_path / "run" / "checkpoint.h5").config["dtype"] == "float64"
+    state = checkpoint.load(tmp_path / "run" / "checkpoint.h5")
+    assert state.config["dtype"] is None and run_dtype(state) == "float64"  # the weights tell
     torch.set_default_dtype(torch.float32)  # a resume under another default is refused
     with pytest.raises(ConfigError, match="the checkpoint's run trains in float64; this run "
                                           "would train in float32"):
