@@ -44,7 +44,8 @@ from pyro_sparsegen import baselines, cli, files, plots  # noqa: E402
 from pyro_sparsegen import evaluation as ev  # noqa: E402
 from pyro_sparsegen.diagnostics import format_number, markdown_table  # noqa: E402
 from pyro_sparsegen.distributions import ACTIVE_THRESHOLD  # noqa: E402, F401 (the scripts')
-from pyro_sparsegen.errors import first_line  # noqa: E402
+from pyro_sparsegen.errors import (  # noqa: E402
+    SparsegenError, first_line, is_user_error, report_bug)
 from pyro_sparsegen.runtime import resolve_device  # noqa: E402
 
 MODEL_KEYS = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
@@ -78,7 +79,7 @@ MODES = {
 PROBE_LABELS = ev.LABEL_COUNTS
 
 
-class AnalysisError(Exception):
+class AnalysisError(SparsegenError):
     """A problem the user can fix (printed as one line, no traceback)."""
 
 
@@ -222,6 +223,11 @@ def main(script, run, description, argv=None, *, save=True):
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
+    except Exception as e:  # noqa: BLE001 - not a user's error: a bug, with its traceback
+        if is_user_error(e):
+            sys.stderr.write(f"{prog}: error: {first_line(e)}\n")
+            return 1
+        return report_bug(prog, e)
     print(section.markdown(level=1))
     return 0
 

@@ -18,10 +18,11 @@ from pyro.optim import PyroOptim
 
 from . import schedules
 from .distributions import base_distribution, is_included
+from .errors import SparsegenError
 from .runtime import distributed, forked_rng
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SparsegenError, RuntimeError):
     """Training stopped because something went numerically wrong (nothing bad was saved)."""
 
 

@@ -18,7 +18,8 @@ import torch
 
 from . import checkpoint as ckpt
 from . import networks
-from .config import ConfigError, ModelSpecError, TrainConfig, likelihood_scale
+from .config import (ConfigError, ModelSpecError, TrainConfig, default_dtype, likelihood_scale,
+                     resolved_dtype)
 from .errors import first_line
 from .infer import ShortRunLangevin
 from .model import FunctionModel, SparseGenerator
@@ -236,12 +237,30 @@ def load_store_params(state, model):
             current[key].copy_(value.to(current[key].device))
 
 
+def run_dtype(state):
+    """The floating dtype a checkpoint's run trained in: its config's ``dtype``, or for a file
+    written before the option, that of its weights (float64 runs then came from torch's
+    default dtype)."""
+    recorded = state.config.get("dtype") if isinstance(state.config, dict) else None
+    if recorded is not None:
+        return recorded
+    weights = [v for v in (*state.model_state.values(), *(p for p, _ in state.params.values()))
+               if v.is_floating_point()]
+    return "float64" if weights and weights[0].dtype == torch.float64 else "float32"
+
+
 def rebuild_model(state, device="cpu", *, trust_model=False, model_class=None, factory=None):
     """The model ``state`` (a :class:`~pyro_sparsegen.checkpoint.Checkpoint`) holds, rebuilt
     (of the recorded class, or by the recorded factory) with the stored weights and
-    param-store values, at the stored annealing position; see :func:`resolve_model_class`
-    for ``trust_model`` and ``model_class``; ``factory`` (``MODULE:NAME``) naming the
-    recorded factory is the opt-in to import it."""
+    param-store values, at the stored annealing position, in the run's dtype
+    (:func:`run_dtype`); see :func:`resolve_model_class` for ``trust_model`` and
+    ``model_class``; ``factory`` (``MODULE:NAME``) naming the recorded factory is the opt-in
+    to import it."""
+    with default_dtype(run_dtype(state)):
+        return _rebuild_model(state, device, trust_model, model_class, factory)
+
+
+def _rebuild_model(state, device, trust_model, model_class, factory):
     if state.factory is not None:
         return _rebuild_from_factory(state, device, trust_model, factory)
     name = os.path.basename(state.path)
@@ -353,6 +372,10 @@ def check_resumable(state, config, image_shape, world_size=1):
     if tuple(state.image_shape or ()) != tuple(image_shape):
         raise ConfigError(f"checkpoint was trained on images {tuple(state.image_shape or ())}; "
                           f"the data has {tuple(image_shape)}")
+    if run_dtype(state) != resolved_dtype(config.dtype):
+        raise ConfigError(f"the checkpoint's run trains in {run_dtype(state)}; this run would "
+                          f"train in {resolved_dtype(config.dtype)} (set dtype, or torch's "
+                          "default dtype, to the checkpoint's)")
     if saved.optim.batch_size != config.optim.batch_size or saved.seed != config.seed:
         raise ConfigError("resume needs the checkpoint's batch size and seed "
                           f"({saved.optim.batch_size}, {saved.seed})")

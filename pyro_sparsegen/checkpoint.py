@@ -5,23 +5,32 @@ trust policy of what it may import) is :mod:`pyro_sparsegen.builders`'.
 
 Written atomically (:func:`~pyro_sparsegen.files.atomic_file`): a temporary file in the same
 folder, flushed and fsynced, then ``os.replace``d over the previous checkpoint, so an
-interrupted write never damages it.
+interrupted write never damages it. Format version 3 carries a SHA-256 of the whole file in
+its HDF5 user block (:func:`~pyro_sparsegen.files.write_sealed_h5`), checked before libhdf5
+reads the file: a truncated file or a changed byte is a one-line :class:`CheckpointError`,
+never a different model. Files of versions 1 and 2 (no checksum) still load, with one
+:class:`UnverifiedWarning`.
 """
 
 import json
 import os
 import time
 
-import h5py
 import numpy as np
 import torch
 
-from .files import atomic_file, remove_stale_temporaries  # noqa: F401  (re-exported)
+from .errors import SparsegenError
+from .files import (  # noqa: F401  (atomic_file, UnverifiedWarning re-exported)
+    DamagedFileError, UnverifiedWarning, atomic_file, open_verified, warn_unverified,
+    write_sealed_h5)
+from .files import remove_stale_temporaries  # noqa: F401  (re-exported)
 from .runtime import rng_states
 from .version import VERSION
 
 FORMAT = "pyro_sparsegen.checkpoint"
-FORMAT_VERSION = 2  # 2: per-parameter optimiser states, param-store parameters, model factories
+FORMAT_VERSION = 3  # 2: per-parameter optimiser states, param-store parameters, model factories;
+# 3: the SHA-256 of the file in its user block (files.seal)
+SEALED_FROM = 3  # the first format version whose files must carry the checksum
 FUNCTION = "function"  # the model class recorded for a plain Pyro function model
 # the files of a run folder
 CHECKPOINT = "checkpoint.h5"
@@ -29,7 +38,7 @@ BEST = "best.h5"  # the best epoch after the annealing (the collapse watch's)
 METRICS = "metrics.csv"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SparsegenError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit what is asked of it."""
 
 
@@ -123,40 +132,39 @@ def save(path, *, model, config, optimizer=None, params=None, progress=None, met
     """
     path = os.fspath(path)
     is_module = isinstance(model, torch.nn.Module)
-    with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["package_version"] = VERSION
-            f.attrs["model_class"] = class_path(model) if is_module else FUNCTION
-            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            f.attrs["config"] = json.dumps(config)
-            network = getattr(model, "network", None)
-            f.attrs["network"] = json.dumps(network.config() if hasattr(network, "config")
-                                            else {})
-            f.attrs["model_options"] = json.dumps(model_options(model))
-            f.attrs["progress"] = json.dumps(progress or {})
-            f.attrs["metrics"] = json.dumps(list(metrics))
-            f.attrs["extra"] = json.dumps(extra or {})
-            _write_tensors(f.create_group("model"), model.state_dict() if is_module else {})
-            group = f.create_group("params")
-            for name, (value, constraint) in (params or {}).items():
-                key = name.replace("/", "|")
-                group.create_dataset(key, data=value.detach().cpu().numpy())
-                group[key].attrs["constraint"] = constraint
-            if optimizer is not None:
-                group = f.create_group("optimizers")
-                for name, state in optimizer.items():
-                    _write_optimizer(group.create_group(name.replace("/", "|")), state)
-            ranks = [rng_states()] if rng is None else list(rng)
-            _write_rng(f.create_group("rng"), ranks[0])
-            if len(ranks) > 1:
-                others = f.create_group("rng_ranks")
-                for rank, states in enumerate(ranks[1:], start=1):
-                    _write_rng(others.create_group(str(rank)), states)
-            f.flush()
-        if before_replace is not None:
-            before_replace(tmp)
+
+    def fill(f):
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["package_version"] = VERSION
+        f.attrs["model_class"] = class_path(model) if is_module else FUNCTION
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        f.attrs["config"] = json.dumps(config)
+        network = getattr(model, "network", None)
+        f.attrs["network"] = json.dumps(network.config() if hasattr(network, "config")
+                                        else {})
+        f.attrs["model_options"] = json.dumps(model_options(model))
+        f.attrs["progress"] = json.dumps(progress or {})
+        f.attrs["metrics"] = json.dumps(list(metrics))
+        f.attrs["extra"] = json.dumps(extra or {})
+        _write_tensors(f.create_group("model"), model.state_dict() if is_module else {})
+        group = f.create_group("params")
+        for name, (value, constraint) in (params or {}).items():
+            key = name.replace("/", "|")
+            group.create_dataset(key, data=value.detach().cpu().numpy())
+            group[key].attrs["constraint"] = constraint
+        if optimizer is not None:
+            group = f.create_group("optimizers")
+            for name, state in optimizer.items():
+                _write_optimizer(group.create_group(name.replace("/", "|")), state)
+        ranks = [rng_states()] if rng is None else list(rng)
+        _write_rng(f.create_group("rng"), ranks[0])
+        if len(ranks) > 1:
+            others = f.create_group("rng_ranks")
+            for rank, states in enumerate(ranks[1:], start=1):
+                _write_rng(others.create_group(str(rank)), states)
+
+    write_sealed_h5(path, fill, before_replace)  # checksummed, atomic
     return path
 
 
@@ -203,12 +211,24 @@ class Checkpoint:
         if not os.path.exists(self.path):
             raise CheckpointError(f"{self.path}: no such checkpoint")
         try:
-            with h5py.File(self.path, "r") as f:
+            handle, verified = open_verified(self.path, "checkpoint", warn=False)
+        except DamagedFileError as e:
+            raise CheckpointError(str(e)) from None
+        except OSError as e:
+            raise CheckpointError(f"{name}: cannot read the checkpoint ({e.strerror})") from None
+        self.verified = verified
+        try:
+            with handle as f:
                 if f.attrs.get("format") != FORMAT:
                     raise CheckpointError(f"{name}: not a pyro_sparsegen checkpoint")
                 if int(f.attrs["format_version"]) > FORMAT_VERSION:
                     raise CheckpointError(f"{name}: written by a newer format version "
                                           f"({f.attrs['format_version']})")
+                if not verified and int(f.attrs["format_version"]) >= SEALED_FROM:
+                    raise CheckpointError(f"{name}: damaged checkpoint (format version "
+                                          f"{f.attrs['format_version']} without its checksum)")
+                if not verified:
+                    warn_unverified(self.path, stacklevel=4)
                 self.model_class = str(f.attrs["model_class"])
                 self.package_version = str(f.attrs["package_version"])
                 self.config = json.loads(f.attrs["config"])

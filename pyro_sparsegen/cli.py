@@ -8,13 +8,13 @@ import argparse
 import os
 import sys
 
-from .errors import first_line
-from .files import output_folder
+from .errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, SparsegenError, first_line,
+                     is_user_error, report_bug)
+from .files import FolderLock, output_folder
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-class UsageError(ValueError):
+class UsageError(SparsegenError, ValueError):
     """A command line the parser (or a check of its values) refuses."""
 
 
@@ -76,6 +76,9 @@ def build_parser():
                         "for runs of at least 600 steps)")
     t.add_argument("--eval-images", type=int, help="held-out images evaluated per epoch")
     t.add_argument("--seed", type=int)
+    t.add_argument("--dtype", choices=["float32", "float64"],
+                   help="floating dtype of the weights, codes and chains (default float32; "
+                        "recorded in the checkpoint: resume, encode and analyze use it)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--config", help="a JSON or TOML config file (flags override it)")
     t.add_argument("--recipe", choices=["default", "v1"],
@@ -151,7 +154,10 @@ def _train_config(args):
     if args.resume:
         from .builders import read_run
 
-        config, _ = read_run(args.out)  # the model class is checked when train loads it
+        from .builders import run_dtype
+
+        config, state = read_run(args.out)  # the model class is checked when train loads it
+        config.dtype = run_dtype(state)  # the dtype it trained in (its weights', if unset)
     elif args.config:
         config = TrainConfig.from_file(args.config)
     else:
@@ -178,6 +184,11 @@ def _train_config(args):
             setattr(getattr(config, section), key, value)
     if args.seed is not None:
         config.seed = args.seed
+    if args.dtype is not None:
+        if args.resume and args.dtype != config.dtype:
+            raise UsageError(f"--dtype {args.dtype}: the run in {args.out} trains in "
+                             f"{config.dtype}; --resume continues it so")
+        config.dtype = args.dtype
     if args.device is not None:
         config.device = args.device
     if args.model is not None and not args.resume:
@@ -226,16 +237,24 @@ def cmd_train(args):
     if args.resume and args.model is not None and args.model != config.model:
         raise UsageError(f"--model {args.model}: the run in {args.out} was trained with "
                          f"{config.model or 'the built-in model'}")
-    if not args.resume and os.path.exists(os.path.join(args.out, CHECKPOINT)):
-        raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
-                         "choose another --out")
-    dist = _init_distributed(config)
+    # one writer per run folder: the lock first (rank 0's, for the whole job), so that a folder
+    # a live process is writing is refused as such, not as one that "already holds a run"
+    lock = FolderLock.acquire(args.out) if os.path.isdir(args.out) and \
+        os.environ.get("RANK", "0") == "0" else None
     try:
-        result = train(config, args.out, resume=args.resume, progress=not args.quiet,
-                       trust_model=args.trust_model)
+        if not args.resume and os.path.exists(os.path.join(args.out, CHECKPOINT)):
+            raise UsageError(f"{args.out} already holds a run; use --resume to continue it or "
+                             "choose another --out")
+        dist = _init_distributed(config)
+        try:
+            result = train(config, args.out, resume=args.resume, progress=not args.quiet,
+                           trust_model=args.trust_model)
+        finally:
+            if dist is not None:
+                dist.destroy_process_group()
     finally:
-        if dist is not None:
-            dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
     if result.interrupted:
         print(f"interrupted: checkpoint saved to {result.checkpoint}; continue with "
               f"pyro-sparsegen train --out {args.out} --resume", file=sys.stderr)
@@ -365,6 +384,8 @@ COMMANDS = {"train": cmd_train, "encode": cmd_encode, "sample": cmd_sample,
 
 
 def main(argv=None):
+    """The command line: the exit status of ``argv``'s command (0; 1 for an error of the
+    user's, 2 for a usage error, 130 when interrupted, 70 for an internal error)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor")
@@ -375,22 +396,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("pyro-sparsegen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except UsageError as e:
-        print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as e:
+    except Exception as e:  # noqa: BLE001 - sorted below: a user's error or a bug
         from .config import ModelSpecError
 
-        if not isinstance(e, ModelSpecError):
+        if isinstance(e, (UsageError, ModelSpecError)):
+            print(f"pyro-sparsegen: error: {first_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        if is_user_error(e):  # the package's own errors, the OS's (a missing file, a full disk)
             return _error(e)
-        print(f"pyro-sparsegen: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, RuntimeError) as e:
-        from .abp import TrainingError
-
-        if not isinstance(e, (OSError, TrainingError)):
-            raise
-        return _error(e)
+        return report_bug("pyro-sparsegen", e)  # anything else is a bug: its traceback
 
 
 def _error(e):

@@ -4,6 +4,7 @@ The whole :class:`TrainConfig` is saved into every checkpoint (``to_dict``) and 
 from a JSON or TOML file (``from_file``); unknown keys are errors.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -13,6 +14,7 @@ import tomllib
 from typing import Optional
 
 from . import schedules
+from .errors import SparsegenError
 from .distributions import ACTIVE_THRESHOLD
 
 NETWORKS = ("mlp", "conv")
@@ -29,7 +31,34 @@ PRIOR_KINDS = ("annealed", "learned", "hierarchical")
 MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-class ConfigError(ValueError):
+DTYPES = ("float32", "float64")  # TrainConfig.dtype's values
+
+
+def resolved_dtype(name):
+    """``name`` (``"float32"``, ``"float64"``), or for ``None`` torch's default dtype's name."""
+    if name is not None:
+        return name
+    import torch
+
+    return str(torch.get_default_dtype()).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def default_dtype(name):
+    """torch's default floating dtype set to ``name`` (``"float32"`` or ``"float64"``, a
+    run's :attr:`TrainConfig.dtype`; ``None``: left as it is) for the block: the model, its
+    schedule, the chains and the codes are made in it."""
+    import torch
+
+    previous, dtype = torch.get_default_dtype(), getattr(torch, resolved_dtype(name))
+    torch.set_default_dtype(dtype)
+    try:
+        yield dtype
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class ConfigError(SparsegenError, ValueError):
     """A setting that is out of range or unknown."""
 
 
@@ -225,6 +254,10 @@ class TrainConfig:
     device: str = "auto"
     threshold: float = ACTIVE_THRESHOLD  # |z| above which a coordinate is active
     model: Optional[str] = None  # "MODULE:NAME" of a user's model factory (default: built in)
+    # the floating dtype of the weights, the codes and the chains: "float32", "float64", or
+    # None for torch's default dtype when training starts (then the checkpoint's weights tell
+    # it: builders.run_dtype); resume, encode and analyze use it
+    dtype: Optional[str] = None
 
     @classmethod
     def recipe(cls, name):
@@ -257,6 +290,8 @@ class TrainConfig:
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         _positive_float("config", "threshold", self.threshold)
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         return self
 
     def to_dict(self):

@@ -56,6 +56,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import SparsegenError
+
 SPLITS = ("train", "test", "all")
 SPEC_FORMS = "mnist5k, digits, idx:DIR, npz:PATH, h5:PATH[:DATASET], folder:DIR"
 TEST_FRACTION = 0.2
@@ -63,7 +65,7 @@ SPLIT_SEED = 0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-class DataError(ValueError):
+class DataError(SparsegenError, ValueError):
     """A data set that cannot be used, with a one-line message naming the file and the problem."""
 
 

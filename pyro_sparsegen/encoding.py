@@ -6,7 +6,6 @@
 import contextlib
 from typing import NamedTuple
 
-import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 from . import builders
 from .abp import infer_latents
 from .distributions import ACTIVE_THRESHOLD
-from .files import atomic_file
+from .files import open_verified, write_sealed_h5
 from .metrics import active_mask, per_image_mse
 
 
@@ -121,19 +120,25 @@ def infer_codes(model, data, encoder, *, threshold=ACTIVE_THRESHOLD, batch_size=
 
 
 def save_codes(path, codes, **attrs):
-    """Write ``codes`` (from :func:`infer_codes`) to HDF5 atomically; ``attrs`` are stored
-    as file attributes (e.g. the checkpoint it came from)."""
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+    """Write ``codes`` (from :func:`infer_codes`) to HDF5 atomically, with the file's SHA-256
+    in its user block (:func:`~pyro_sparsegen.files.write_sealed_h5`); ``attrs`` are stored as file
+    attributes (e.g. the checkpoint it came from)."""
+    def fill(f):
         for key, value in codes.items():
             f.create_dataset(key, data=value, compression="gzip")
         for key, value in attrs.items():
             f.attrs[key] = value
-    return path
+
+    return write_sealed_h5(path, fill)
 
 
 def load_codes(path):
-    """Read a codes file back: ``(arrays, attrs)``."""
-    with h5py.File(path, "r") as f:
+    """Read a codes file back: ``(arrays, attrs)``. Its checksum is checked first
+    (:func:`~pyro_sparsegen.files.open_verified`): a damaged file raises
+    :class:`~pyro_sparsegen.files.DamagedFileError` in one line; one written before codes
+    files carried a checksum loads with one :class:`~pyro_sparsegen.files.UnverifiedWarning`."""
+    handle, _ = open_verified(path, "codes file")
+    with handle as f:
         return {k: f[k][()] for k in f}, dict(f.attrs)
 
 

@@ -27,7 +27,7 @@ from . import builders
 from . import checkpoint as ckpt
 from .abp import TrainingError
 from .config import ConfigError, TrainConfig
-from .files import atomic_file, output_folder
+from .files import FolderLock, atomic_file, output_folder
 from .monitor import CollapseWatch, epoch_row, rewrite_csv
 from .runtime import (InterruptGuard, any_rank, distributed_context, gather, rank_seed,
                       resolve_device, restore_rng, rng_states, seed_everything, stop_everywhere)
@@ -303,14 +303,29 @@ class Run:
         self.param_store, self.on_checkpoint = param_store, on_checkpoint
         self.watch_collapse = watch_collapse
         self.extra = {}
-        self.state = self.model = self.watch = None
+        self.state = self.model = self.watch = self.lock = None
         self.progress, self.metrics = {"epoch": 0, "iteration": 0, "batch_in_epoch": 0}, []
+
+    def close(self):
+        """Release the run folder's lock (rank 0 holds it from :meth:`start` on)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def start(self, resume, build, rebuild):
         """The model: ``rebuild(checkpoint, device)`` of the folder's checkpoint (checked to
         fit this run, :func:`~pyro_sparsegen.builders.check_resumable`) with its progress and
         metrics, or ``build()`` in a fresh (writable) folder from the seeded RNG (the same
-        initial weights on every rank; each rank then draws from its own stream)."""
+        initial weights on every rank; each rank then draws from its own stream).
+
+        Rank 0 first takes the folder's lock (:class:`~pyro_sparsegen.files.FolderLock`: one
+        writer per run folder, for the whole job; :meth:`close` releases it): a folder that
+        another live process writes is refused in one line."""
+        if self.rank == 0:
+            if not resume:
+                output_folder(self.out_dir, error=ConfigError)
+            if os.path.isdir(self.out_dir):
+                self.lock = FolderLock.acquire(self.out_dir)
         if resume:
             self.state = ckpt.load(self.path)
             builders.check_resumable(self.state, self.config, self.train_data.image_shape,
@@ -318,8 +333,6 @@ class Run:
             self.model = rebuild(self.state, self.device)
             self.progress, self.metrics = self.state.progress, self.state.metrics
         else:
-            if self.rank == 0:
-                output_folder(self.out_dir, error=ConfigError)
             seed_everything(self.config.seed)
             model = build()
             self.model = model.to(self.device) if isinstance(model, torch.nn.Module) else model

@@ -13,7 +13,7 @@ import pyro
 
 from . import builders
 from .abp import ABP, TrainingError
-from .config import TrainConfig
+from .config import TrainConfig, default_dtype
 from .encoding import CodeInference
 from .figures import write_figures
 from .loop import RollbackTransaction, Run, TrainResult
@@ -89,7 +89,8 @@ def train(config: TrainConfig, out_dir, *, resume=False, model_class=None, train
     :return: :class:`~pyro_sparsegen.loop.TrainResult`
     """
     config.validate()
-    with pyro.get_param_store().scope() as scope:  # no parameter of an earlier run leaks in
+    with default_dtype(config.dtype), \
+            pyro.get_param_store().scope() as scope:  # no parameter of an earlier run leaks in
         result = _train(config, out_dir, resume, model_class, train_data, test_data, progress,
                         figures, on_checkpoint, stop_after, trust_model)
     pyro.get_param_store().set_state(scope)  # the learned values, for pyro.param(name)
@@ -100,6 +101,14 @@ def _train(config, out_dir, resume, model_class, train_data, test_data, progress
            on_checkpoint, stop_after, trust_model):
     run = Run(config, out_dir, train_data=train_data, test_data=test_data,
               on_checkpoint=on_checkpoint)
+    try:  # the run folder's lock is released however the run ends
+        return _train_run(run, config, resume, model_class, progress, figures, stop_after,
+                          trust_model)
+    finally:
+        run.close()
+
+
+def _train_run(run, config, resume, model_class, progress, figures, stop_after, trust_model):
     model = run.start(
         resume,
         build=lambda: builders.build_model(config, run.train_data.image_shape,

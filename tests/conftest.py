@@ -1,7 +1,16 @@
 import os
 
+# Under pytest-xdist (the README's `-n 2`) each worker is one of the machine's cores: one torch
+# (OpenMP) thread per worker, and the processes a test starts (the CLI, torchrun) inherit it,
+# so that two workers do not each spread over every core and slow each other down.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 # PYRO_SPARSEGEN_TEST_DEVICE=cuda makes CUDA the default device of every test, so models, chains
 # and tensors the tests create live on the GPU (benchmarks/gpu/run.sh uses it).

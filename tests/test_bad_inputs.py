@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pyro_sparsegen import ShortRunLangevin, SparseGenerator, SpikeAndSlab, schedules
+from pyro_sparsegen.files import seal
 from pyro_sparsegen.cli import main
 from pyro_sparsegen.data import DataError, load_data
 from pyro_sparsegen.networks import MLPGenerator
@@ -227,6 +228,7 @@ def test_damaged_checkpoint(run_dir, tmp_path, capsys, damage):
         target.write_bytes(data)
         with h5py.File(target, "a") as f:
             f.attrs["model_class"] = "pyro_sparsegen.networks:MLPGenerator"
+        seal(target, replace=True)  # a consistent file that records another class
         match = "MLPGenerator"
     for command in ("sample", "encode"):
         cli_error(capsys, [command, str(broken)], match=match)

@@ -272,41 +272,45 @@ def train_baseline(kind, config: TrainConfig, out_dir, *, train_data=None, test_
                               f"{saved or None}, not {extra.get('early_stopping')}")
         return model
 
-    model = run.start(resume, rebuild=rebuild, build=lambda: build_baseline(
-        kind, config, run.train_data.image_shape, run.iterations_per_epoch * min_epochs,
-        **options))
-    learner = SVILearner(model, config)
-    run.restore(learner)
-    encoder = CodeInference(model, None)
+    try:  # the run folder's lock is released however the run ends
+        model = run.start(resume, rebuild=rebuild, build=lambda: build_baseline(
+            kind, config, run.train_data.image_shape, run.iterations_per_epoch * min_epochs,
+            **options))
+        learner = SVILearner(model, config)
+        run.restore(learner)
+        encoder = CodeInference(model, None)
 
-    def end_epoch(epoch, sums):
-        columns = {"train_loss": sums["loss"] / max(sums["images"], 1)}
-        if stopping is not None:
-            columns["val_loss"] = validation_loss(model, learner.loss_fn, validation_data,
-                                                  config.optim.batch_size, run.device,
-                                                  config.seed)
-            columns["lr"] = learner.optimizer.param_groups[0]["lr"]
-        row = run.record(learner, encoder, epoch, sums,
-                         extra={**columns, **model.annealing_state()})
-        return {"loss": f"{row['train_loss']:.1f}", "mse": f"{row['test_mse']:.4f}",
-                "inactive": f"{row['inactive_fraction_threshold']:.2f}"}
+        def end_epoch(epoch, sums):
+            columns = {"train_loss": sums["loss"] / max(sums["images"], 1)}
+            if stopping is not None:
+                columns["val_loss"] = validation_loss(model, learner.loss_fn, validation_data,
+                                                      config.optim.batch_size, run.device,
+                                                      config.seed)
+                columns["lr"] = learner.optimizer.param_groups[0]["lr"]
+            row = run.record(learner, encoder, epoch, sums,
+                             extra={**columns, **model.annealing_state()})
+            return {"loss": f"{row['train_loss']:.1f}", "mse": f"{row['test_mse']:.4f}",
+                    "inactive": f"{row['inactive_fraction_threshold']:.2f}"}
 
-    def epochs(progress_state, until):
-        return run.epochs(learner, end_epoch, progress_state=progress_state, until=until,
-                          progress=progress, desc=kind)
+        def epochs(progress_state, until):
+            return run.epochs(learner, end_epoch, progress_state=progress_state, until=until,
+                              progress=progress, desc=kind)
 
-    if stopping is None:
-        epoch, interrupted = epochs(run.progress, stop_after)
-    else:
-        epoch, interrupted = _train_until_plateau(
-            epochs, run.progress, run.metrics, learner.optimizer, config, stopping, stop_after)
-        if not interrupted and (stop_after is None or epoch < stop_after):
-            # finished: the checkpoint records the epochs the run had
-            run.saved_config = TrainConfig.from_dict(config.to_dict())
-            run.saved_config.optim.epochs = epoch
-            extra["early_stopping"].update(epochs=epoch, stopped=epoch < run_config.optim.epochs)
-            run.save(learner, epoch, 0, dict(run.FRESH_SUMS))
-    return run.finish(epoch, interrupted, write_figures if figures else None, encoder)
+        if stopping is None:
+            epoch, interrupted = epochs(run.progress, stop_after)
+        else:
+            epoch, interrupted = _train_until_plateau(
+                epochs, run.progress, run.metrics, learner.optimizer, config, stopping, stop_after)
+            if not interrupted and (stop_after is None or epoch < stop_after):
+                # finished: the checkpoint records the epochs the run had
+                run.saved_config = TrainConfig.from_dict(config.to_dict())
+                run.saved_config.optim.epochs = epoch
+                extra["early_stopping"].update(epochs=epoch,
+                                               stopped=epoch < run_config.optim.epochs)
+                run.save(learner, epoch, 0, dict(run.FRESH_SUMS))
+        return run.finish(epoch, interrupted, write_figures if figures else None, encoder)
+    finally:
+        run.close()
 
 
 def _stopping(early_stopping):
