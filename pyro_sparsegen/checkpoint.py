@@ -4,7 +4,7 @@ constructor options. Only writes and reads: rebuilding a model from a checkpoint
 trust policy of what it may import) is :mod:`pyro_sparsegen.builders`'.
 
 Written atomically (:func:`~pyro_sparsegen.files.atomic_file`): a temporary file in the same
-folder, flushed and fsynced, then ``os.replace``d over the previous checkpoint, so an
+folder, flushed and fsynced, then moved over the previous checkpoint with ``os.replace``, so an
 interrupted write never damages it. Format version 3 carries a SHA-256 of the whole file in
 its HDF5 user block (:func:`~pyro_sparsegen.files.write_sealed_h5`), checked before libhdf5
 reads the file: a truncated file or a changed byte is a one-line :class:`CheckpointError`,
@@ -119,7 +119,7 @@ def save(path, *, model, config, optimizer=None, params=None, progress=None, met
     :param optimizer: ``{name: torch optimizer state dict}`` or ``None``: the learner's
         optimiser states (one per parameter for :meth:`pyro_sparsegen.ABP.optimizer_state`,
         one for the whole model for the baselines), read back as
-        :attr:`Checkpoint.optimizer_states`.
+        ``Checkpoint.optimizer_states``.
     :param params: ``{name: (unconstrained tensor, constraint name)}`` of Pyro's param store
         (:func:`store_params`): saved as tensors with their constraint's name, never pickled.
     :param dict progress: ``epoch``, ``iteration``, ``batch_in_epoch`` and any numbers.

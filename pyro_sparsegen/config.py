@@ -19,7 +19,7 @@ from .distributions import ACTIVE_THRESHOLD
 
 NETWORKS = ("mlp", "conv")
 PRESETS = ("default", "v1", "dense", "authors", "spike", "constant")
-# Named recipes (``TrainConfig.recipe``): the settings that differ from today's defaults.
+#: Named recipes (``TrainConfig.recipe``): the settings that differ from today's defaults.
 RECIPES = {
     "default": {},
     # the first release's recipe (tuned on 28 x 28 MNIST for 20 epochs): slab weight 1 -> 0.5,
@@ -46,7 +46,7 @@ def resolved_dtype(name):
 @contextlib.contextmanager
 def default_dtype(name):
     """torch's default floating dtype set to ``name`` (``"float32"`` or ``"float64"``, a
-    run's :attr:`TrainConfig.dtype`; ``None``: left as it is) for the block: the model, its
+    run's ``TrainConfig.dtype``; ``None``: left as it is) for the block: the model, its
     schedule, the chains and the codes are made in it."""
     import torch
 
@@ -160,10 +160,10 @@ class PriorConfig:
                 raise ConfigError(f"prior.schedule: {e}") from None
 
 
-# langevin.compile = "auto" compiles the short run of a training run with at least this many
-# steps: the compile costs 10-20 s once (an MLP, 2 CPU cores) and saves about a third of every
-# Langevin step (benchmarks/kernel_step.py), which repays it after a few hundred steps; the
-# default main job (800 steps) runs in 63-80 s compiled against 98 s eager (docs/benchmarks.md)
+#: langevin.compile = "auto" compiles the short run of a training run with at least this many
+#: steps: the compile costs 10-20 s once (an MLP, 2 CPU cores) and saves about a third of every
+#: Langevin step (benchmarks/kernel_step.py), which repays it after a few hundred steps; the
+#: default main job (800 steps) runs in 63-80 s compiled against 98 s eager (docs/benchmarks.md)
 AUTO_COMPILE_ITERATIONS = 600
 
 

@@ -32,7 +32,9 @@ class CodeInference:
 
     def __init__(self, model, kernel, sparsify=False):
         self.model, self.kernel, self.sparsify = model, kernel, sparsify
+        #: the kernel's statistics of the last call (``None`` for an amortised encoder)
         self.last_run = None
+        #: ``{site: value}`` of the last call
         self.last_latents = None
 
     def __call__(self, x):

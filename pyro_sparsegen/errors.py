@@ -6,7 +6,7 @@ import sys
 import traceback
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
-EXIT_SOFTWARE = 70  # sysexits.h's EX_SOFTWARE: an internal error (a bug), not a user's mistake
+EXIT_SOFTWARE = 70  #: sysexits.h's EX_SOFTWARE: an internal error (a bug), not a user's mistake
 EXIT_INTERRUPTED = 130
 
 

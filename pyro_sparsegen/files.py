@@ -138,7 +138,7 @@ def output_folder(path, error=OSError):
 # the file and its SHA-256, then zeros. A file is read whole into memory, checked, and only
 # then handed to libhdf5 (from memory: the bytes checked are the bytes parsed), because damaged
 # HDF5 metadata can crash or hang the C library.
-USERBLOCK = 512
+USERBLOCK = 512  #: bytes of the HDF5 user block that holds the checksum
 SEAL_MAGIC = b"pyro_sparsegen sha256 v1\n"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SEAL = re.compile(rb"size=(\d{1,20})\nsha256=([0-9a-f]{64})\n")

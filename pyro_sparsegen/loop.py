@@ -32,7 +32,7 @@ from .monitor import CollapseWatch, epoch_row, rewrite_csv
 from .runtime import (InterruptGuard, any_rank, distributed_context, gather, rank_seed,
                       resolve_device, restore_rng, rng_states, seed_everything, stop_everywhere)
 
-READ_EVERY = 16  # training steps between host reads of the device-side checks
+READ_EVERY = 16  #: training steps between host reads of the device-side checks
 
 
 class TrainResult(NamedTuple):
@@ -293,6 +293,7 @@ class Run:
             torch.cuda.set_device(device)
         self.device = device
         self.train_data, self.test_data = builders.load_splits(config, train_data, test_data)
+        #: the held-out validation split (``None`` without one)
         self.validation_data = None
         if hold_out is not None:
             self.train_data, self.validation_data = hold_out(self.train_data)

@@ -18,7 +18,10 @@ from ..runtime import forked_rng
 
 IMAGE_DIMS = ("channel", "height", "width")
 # sample_posterior's defaults: a setting measured to converge (docs/inference.md)
-DEFAULT_LEVELS, DEFAULT_CHAINS, DEFAULT_WARMUP, DEFAULT_THIN = 12, 12, 800, 10
+DEFAULT_LEVELS = 12  #: tempering levels of sample_posterior's default ladder
+DEFAULT_CHAINS = 12  #: independent ladders (chains) per image
+DEFAULT_WARMUP = 800  #: warm-up transitions (ladder and step sizes adapted)
+DEFAULT_THIN = 10  #: transitions per kept draw
 
 
 def _numpy(t):

@@ -209,7 +209,9 @@ def convergence(data, *, var_names=("z", "inclusion_probability"), top=None,
 
 
 RHAT_LIMIT = 1.05
-RHAT_STRICT, RHAT_STRICT_SHARE, MIN_ESS = 1.01, 0.99, 400  # the verdict (issue 20)
+RHAT_STRICT = 1.01  #: the verdict: split R-hat at most this on RHAT_STRICT_SHARE of the reductions
+RHAT_STRICT_SHARE = 0.99  #: the share of per-image reductions held to RHAT_STRICT
+MIN_ESS = 400  #: the verdict: the smallest bulk ESS of a converged analysis
 REDUCTIONS = ("inactive_magnitude", "inactive_inclusion", "lp")
 
 
