@@ -264,10 +264,11 @@ def _explaining_away():
     return explaining_away, w.to(DEVICE), x.to(DEVICE)
 
 
-def tempered_case(name, model, x, levels, ladders, args, transitions=40, thin=10):
+def tempered_case(name, model, x, levels, ladders, args, thin=10):
     """Per transition: ``t`` tempered (``levels`` x ``ladders`` rows per image) against ``u``
     untempered over ``levels * ladders`` chains, paired, in a rotating order; the
     transitions include the sampler's fixed costs once (a start from prior draws)."""
+    transitions = args.transitions
     tempered = ShortRunLangevin(model, metropolis=True, tempering=levels)
     plain = ShortRunLangevin(model, metropolis=True)
     draws = transitions // thin
@@ -382,6 +383,8 @@ def main():
                         help="time the compiled step on the conv generator too")
     parser.add_argument("--tempered-only", action="store_true",
                         help="only the tempered transition against the untempered one")
+    parser.add_argument("--transitions", type=int, default=160,
+                        help="transitions per tempered / untempered run (default 160)")
     parser.add_argument("--nuts", action="store_true",
                         help="only Pyro's NUTS on the explaining-away model (the anchor)")
     parser.add_argument("--nuts-chains", type=int, default=4)
