@@ -25,22 +25,38 @@ prints its achieved GFLOP/s (the matmul FLOPs of one step's forward and backward
 ``torch.utils.flop_counter``) and that as a fraction of this machine's fp32 matmul throughput
 (a 1024^3 GEMM timed in the same run).
 
+Replica exchange (issue 20, item 7): ``t`` a tempered transition (``tempering=L``,
+``K`` ladders per image, the hottest level refreshed from the prior, the swap step) against
+``u`` an untempered one over the same ``L * K`` chain rows per image (same MALA, crossing and
+pair moves), timed side by side per transition (``sample_chains`` with no warm-up, so that
+neither adapts), on the explaining-away model of issue 20 (``tests/explaining_away.py``) and
+on the default-sized MLP generator; ``--tempered-only`` runs just that.
+
+Pyro's NUTS on the explaining-away model is the anchor (``--nuts``, not in the default run):
+``--nuts-chains`` chains one after the other, each ``--nuts-warmup`` + ``--nuts-draws``, within
+``--nuts-budget`` seconds; it prints how far it got, its seconds and, for the chains that
+finished, the max error of the inclusion probabilities and of ``P(|z| <= 0.2)`` against the
+enumerated answer and the max split R-hat.
+
 Run: ``python benchmarks/kernel_step.py`` (``--threads``, ``--repeats``, ``--budget``,
-``--device``, ``--no-compile``, ``--compile-conv``). The closing lines:
-``kernel_default_vs_handwritten_max_ratio`` (the larger b'/a'), ``kernel_vs_handwritten_max_ratio``
-(the larger b/a), ``compiled_vs_handwritten_ratio`` (MLP k/a'), ``generic_vs_package_ratio``
-(the larger g/b').
+``--device``, ``--no-compile``, ``--compile-conv``, ``--tempered-only``, ``--nuts``). The
+closing lines: ``kernel_default_vs_handwritten_max_ratio`` (the larger b'/a'),
+``kernel_vs_handwritten_max_ratio`` (the larger b/a), ``compiled_vs_handwritten_ratio`` (MLP
+k/a'), ``generic_vs_package_ratio`` (the larger g/b'), ``tempered_vs_untempered_max_ratio``
+(the larger t/u; target <= 1.05).
 """
 
 import argparse
 import math
 import os
 import statistics
+import sys
 import time
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc import HMC
 from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
@@ -238,6 +254,122 @@ def run_case(name, network, image_shape, batch, args, compiled):
     return ratios
 
 
+# -- replica exchange against the same rows untempered; Pyro's NUTS as the anchor ---------------
+def _explaining_away():
+    """Issue 20's explaining-away problem (the tests' module): ``(module, w, x)``."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import explaining_away
+
+    w, x = explaining_away.problem()
+    return explaining_away, w.to(DEVICE), x.to(DEVICE)
+
+
+def tempered_case(name, model, x, levels, ladders, args, thin=10):
+    """Per transition: ``t`` tempered (``levels`` x ``ladders`` rows per image) against ``u``
+    untempered over ``levels * ladders`` chains, paired, in a rotating order; the
+    transitions include the sampler's fixed costs once (a start from prior draws)."""
+    transitions = args.transitions
+    tempered = ShortRunLangevin(model, metropolis=True, tempering=levels)
+    plain = ShortRunLangevin(model, metropolis=True)
+    draws = transitions // thin
+    variants = {
+        "t  tempered": lambda: tempered.sample_chains(
+            x, num_chains=ladders, num_draws=draws, warmup_steps=0, thin=thin),
+        "u  untempered, same rows": lambda: plain.sample_chains(
+            x, num_chains=levels * ladders, num_draws=draws, warmup_steps=0, thin=thin),
+    }
+    for fn in variants.values():
+        fn()
+    times = {k: [] for k in variants}
+    names = list(variants)
+    start = time.perf_counter()
+    for r in range(args.repeats):
+        for k in names[r % 2:] + names[:r % 2]:
+            times[k].append(timed(variants[k]) / transitions)
+        if r >= 4 and time.perf_counter() - start > args.budget:
+            break
+    rows = levels * ladders * x.shape[0]
+    print(f"\n== {name}: {x.shape[0]} images, {levels} levels x {ladders} ladders = {rows} "
+          f"rows, {transitions} transitions a run, {len(times[names[0]])} repeats ==")
+    for k, v in times.items():
+        q = statistics.quantiles(v, n=4)
+        print(f"  {k:26s} median {statistics.median(v) * 1e3:8.3f} ms/transition "
+              f"(IQR {q[0] * 1e3:.3f}-{q[2] * 1e3:.3f})")
+    ratio = statistics.median(a / b for a, b in zip(*times.values()))
+    print(f"  ratio tempered t/u {ratio:6.3f} (median of paired ratios; "
+          f"{statistics.median(times[names[0]]) / statistics.median(times[names[1]]):.3f} as a "
+          "ratio of medians)")
+    return ratio
+
+
+def tempered_cases(args):
+    """The small model (issue 20's explaining-away, float32) and a default-sized one (the
+    MLP generator of ``TrainConfig()``, 28x28, d = 100, 8 images), 12 levels x 12 / 4
+    ladders: ``max(t/u)``."""
+    module, w, x = _explaining_away()
+    small = tempered_case("explaining-away (16 pixels, d 10)", module.make_model(w), x, 12, 12,
+                          args)
+    torch.manual_seed(0)
+    norm = TrainConfig().network.input_norm
+    network = MLPGenerator(100, input_norm=norm).to(DEVICE)
+    images = torch.rand(8, 1, 28, 28, device=DEVICE)
+    big = tempered_case("MLP (default-sized: 28x28, d 100)", make_model(network), images, 12, 4,
+                        args)
+    return max(small, big)
+
+
+def nuts_anchor(args):
+    """Pyro's NUTS on the explaining-away model (float64, from Pyro's default init),
+    ``args.nuts_chains`` chains one after another within ``args.nuts_budget`` seconds."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        module, w, x = _explaining_away()
+        inclusion, small, _ = module.exact(w, x)
+        model = module.make_model(w)
+        start = time.perf_counter()
+        chains, iterations = [], 0
+
+        class OutOfBudget(Exception):
+            pass
+
+        def hook(kernel, params, stage, i):
+            nonlocal iterations
+            iterations += 1
+            if time.perf_counter() - start > args.nuts_budget:
+                raise OutOfBudget
+
+        per_chain = args.nuts_warmup + args.nuts_draws
+        for c in range(args.nuts_chains):
+            pyro.set_rng_seed(c)
+            mcmc = MCMC(NUTS(model), num_samples=args.nuts_draws, warmup_steps=args.nuts_warmup,
+                        num_chains=1, hook_fn=hook, disable_progbar=True)
+            try:
+                mcmc.run(x)
+            except OutOfBudget:
+                break
+            chains.append(mcmc.get_samples()["z"])
+        seconds = time.perf_counter() - start
+        total = args.nuts_chains * per_chain
+        print(f"\n== Pyro NUTS on the explaining-away model: {args.nuts_chains} chains x "
+              f"({args.nuts_warmup} warm-up + {args.nuts_draws} draws), budget "
+              f"{args.nuts_budget:.0f} s ==")
+        print(f"  {seconds:.1f} s, {len(chains)} chains finished, {iterations} of {total} "
+              f"iterations ({seconds / max(iterations, 1):.2f} s an iteration)")
+        if chains:
+            z = torch.stack(chains)  # [chains, draws, images, dim]
+            inc, sm = module.estimates({"z": z})
+            e_inc, e_small = (inc - inclusion).abs(), (sm - small).abs()
+            print(f"  max error inclusion {e_inc.max():.3f}, P(|z|<=0.2) {e_small.max():.3f}; "
+                  f"mean error {torch.cat([e_inc, e_small]).mean():.4f}")
+            if len(chains) > 1:
+                import arviz as az
+
+                rhat = az.rhat(az.convert_to_dataset(z.numpy())).to_array().values
+                print(f"  max split R-hat {rhat.max():.3f}")
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21, help="repeats per case (at most)")
@@ -249,6 +381,17 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled step")
     parser.add_argument("--compile-conv", action="store_true",
                         help="time the compiled step on the conv generator too")
+    parser.add_argument("--tempered-only", action="store_true",
+                        help="only the tempered transition against the untempered one")
+    parser.add_argument("--transitions", type=int, default=160,
+                        help="transitions per tempered / untempered run (default 160)")
+    parser.add_argument("--nuts", action="store_true",
+                        help="only Pyro's NUTS on the explaining-away model (the anchor)")
+    parser.add_argument("--nuts-chains", type=int, default=4)
+    parser.add_argument("--nuts-warmup", type=int, default=100)
+    parser.add_argument("--nuts-draws", type=int, default=100)
+    parser.add_argument("--nuts-budget", type=float, default=300.0,
+                        help="seconds after which NUTS stops (default 300)")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -257,6 +400,12 @@ def main():
     args.peak = gemm_gflops()
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} "
           f"threads, float32, {DEVICE}; fp32 GEMM 1024^3: {args.peak:.1f} GFLOP/s")
+    if args.nuts:
+        nuts_anchor(args)
+        return
+    if args.tempered_only:
+        print(f"tempered_vs_untempered_max_ratio={tempered_cases(args):.3f}")
+        return
     norm = TrainConfig().network.input_norm  # the default generator: fixed column norms
     mlp = run_case("MLP (authors' MNIST)", MLPGenerator(100, input_norm=norm), (1, 28, 28), 100,
                    args, compiled=not args.no_compile)
@@ -271,6 +420,7 @@ def main():
     if "compiled" in mlp:
         print(f"compiled_vs_handwritten_ratio={mlp['compiled']:.3f}")
     print(f"generic_vs_package_ratio={max(mlp['generic'], conv['generic']):.3f}")
+    print(f"tempered_vs_untempered_max_ratio={tempered_cases(args):.3f}")
 
 
 if __name__ == "__main__":

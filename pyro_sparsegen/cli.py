@@ -117,12 +117,24 @@ def build_parser():
     a.add_argument("run_dir")
     a.add_argument("--data", help="data spec (default: the run's)")
     a.add_argument("--split", default="test", choices=["train", "test", "all"])
-    a.add_argument("--images", type=int, default=256)
-    a.add_argument("--chains", type=int, default=4)
-    a.add_argument("--draws", type=int, default=200)
-    a.add_argument("--warmup", type=int, default=500,
-                   help="adapting transitions before the draws (default 500)")
-    a.add_argument("--thin", type=int, default=5, help="transitions per kept draw (default 5)")
+    # defaults sized to about 10 minutes on a 2-core CPU for the default model
+    # (docs/diagnostics.md, "On the default run")
+    a.add_argument("--images", type=int, default=64, help="images analysed (default 64)")
+    a.add_argument("--levels", type=int, default=None,
+                   help="replica-exchange levels per ladder (default: 12 where the model can "
+                        "be tempered per image, none otherwise; 0: off)")
+    a.add_argument("--chains", type=int, default=8,
+                   help="independent chains (ladders) per image (default 8)")
+    a.add_argument("--draws", type=int, default=100, help="kept draws per chain (default 100)")
+    a.add_argument("--warmup", type=int, default=800,
+                   help="adapting transitions before the draws (default 800)")
+    a.add_argument("--thin", type=int, default=10, help="transitions per kept draw (default 10)")
+    a.add_argument("--prior-step", choices=["explicit", "semi-implicit"],
+                   default="semi-implicit", help="the MALA step's prior part (default "
+                   "semi-implicit)")
+    a.add_argument("--warm-start", type=int, default=0,
+                   help="noise-free steps from every chain's start before the warm-up "
+                        "(default 0: off)")
     a.add_argument("--init", choices=["zeros", "prior", "normal"], default=None,
                    help="where every chain starts (default: prior draws, so that R-hat means "
                         "something)")
@@ -359,6 +371,10 @@ def cmd_analyze(args):
     for name in ("images", "chains", "draws", "thin"):
         _positive(f"--{name}", getattr(args, name))
     _positive("--warmup", args.warmup, allow_zero=True)
+    _positive("--levels", args.levels, allow_zero=True)
+    _positive("--warm-start", args.warm_start, allow_zero=True)
+    if args.levels == 1:
+        raise UsageError("--levels must be 0 (off) or at least 2")
     model, config, state, device = _load(args)
     data = load_data(args.data or config.data.spec, args.split,
                      image_size=config.data.image_size)
@@ -371,7 +387,8 @@ def cmd_analyze(args):
     result = diagnostics.analyze(
         model, x, out, labels=labels, chains=args.chains, draws=args.draws, warmup=args.warmup,
         thin=args.thin, source=state.path, step_size=config.langevin.step_size, init=args.init,
-        progress=not args.quiet)
+        tempering="auto" if args.levels is None else (args.levels or None),
+        prior_step=args.prior_step, warm_start=args.warm_start, progress=not args.quiet)
     print(f"wrote {out}/idata.nc, summary.md and figures")
     for key, value in result.items():
         if isinstance(value, (int, float)):

@@ -262,3 +262,23 @@ def test_a_plain_pyro_function_gets_its_code_sites_inclusion_probability(float64
     expected = psg.SpikeAndSlab(0.3, 1.0, 0.05).inclusion_probability(z).numpy()
     np.testing.assert_allclose(idata.posterior["inclusion_probability"].values, expected,
                                rtol=1e-5)
+
+
+def test_warm_start_begins_every_chain_at_the_noise_free_runs_end():
+    # no warm-up, two draws of one transition each: they sit next to where the noise-free
+    # steps from each chain's own prior draw ended, far above a prior draw's log density
+    # a sharp likelihood (noise 0.1), so that a prior draw is far from every mode
+    torch.manual_seed(0)
+    network = psg.MLPGenerator(8, (1, 8, 8), hidden=(16,))
+    model = psg.SparseGenerator(network, schedule=psg.schedules.constant(0.1), noise_scale=0.1)
+    x = torch.rand(3, 1, 8, 8)
+    lp = {}
+    for steps in (0, 30):
+        torch.manual_seed(0)
+        idata = inference_data.sample_posterior(model, x, chains=2, draws=2, warmup=0, thin=1,
+                                                tempering=None, warm_start=steps)
+        lp[steps] = idata.sample_stats["lp"].values
+        assert idata.posterior.attrs["warm_start"] == steps
+    assert (lp[30] > lp[0]).all()
+    # the starts stay dispersed: one prior draw each, not one mode for all
+    assert np.ptp(lp[30], axis=0).min() > 0

@@ -131,7 +131,8 @@ def sample_posterior(model, x, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
                      warmup=DEFAULT_WARMUP, thin=DEFAULT_THIN, step_size=0.05, noise=True,
                      metropolis=True, prior_step="semi-implicit", init=None, crossing=None,
                      adapt_step_size=None, source=None, log_likelihood=True,
-                     tempering="auto", adapt_ladder=True, prior_refresh=True, pair_move=None):
+                     tempering="auto", adapt_ladder=True, prior_refresh=True, pair_move=None,
+                     warm_start=0):
     """Replica Langevin chains for every image, as ``arviz.InferenceData``.
 
     All ``chains x images`` chains advance together in one tensor on ``x``'s device
@@ -160,6 +161,11 @@ def sample_posterior(model, x, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
         ``beta`` (``[level, image]``, the adapted ladder), ``level_log_likelihood``
         (``[chain, draw, level, image]``), ``log_marginal_likelihood`` and its
         ``log_marginal_likelihood_mcse`` (``[image]``, the stepping-stone evidence).
+    :param int warm_start: if positive, every chain first takes that many noise-free steps
+        (the training's own inference, :meth:`~pyro_sparsegen.ShortRunLangevin.infer` with
+        ``noise=False`` at ``step_size``) from its own start (``init``, default a prior draw),
+        and the chains (every level of a ladder) start there: the starts stay over-dispersed
+        (one prior draw each), the warm-up begins near a mode. 0 (default): off.
     :return: ``InferenceData`` with groups ``posterior`` (``z`` and, when the prior has one,
         ``inclusion_probability``: ``[chain, draw, image, latent]``), ``sample_stats``
         (``lp``, ``diverging``, ``step_size`` and, with ``metropolis``, ``acceptance_rate``:
@@ -186,8 +192,13 @@ def sample_posterior(model, x, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
                              f"'auto', got {tempering!r}")
         options["tempering"] = _auto_levels(model, x, options)
     kernel = ShortRunLangevin(model, **options)
+    initial = None
+    if warm_start:
+        descent = ShortRunLangevin(model, step_size=step_size, num_steps=int(warm_start),
+                                   noise=False, prior_step=prior_step, init=init or "prior")
+        initial = {k: v.detach() for k, v in descent.infer(x, num_chains=chains).items()}
     samples, stats = kernel.sample_chains(x, num_chains=chains, num_draws=draws,
-                                          warmup_steps=warmup, thin=thin)
+                                          warmup_steps=warmup, thin=thin, initial=initial)
     idata = _chains_inference_data(model, x, labels, samples, stats, metropolis=metropolis,
                                    log_likelihood=log_likelihood)
     # the options as the kernel resolved them (None: its own default), in the files' order
@@ -197,6 +208,7 @@ def sample_posterior(model, x, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
                 "tempering": 0 if options["tempering"] is None else
                 int(stats["beta"].shape[0])}
     attrs = {**model_attrs(model), "step_size": step_size, "warmup_steps": warmup,
+             "warm_start": int(warm_start),
              "thin": thin, **{k: v for k, v in resolved.items() if k != "step_size"},
              "sampler": sampler_name(noise, metropolis),
              "source": None if source is None else str(source),
