@@ -210,7 +210,7 @@ def run_case(name, network, image_shape, batch, args, compiled):
     if compiled:
         fast = ShortRunLangevin(model, **{**default, "compile": True})
         cold = sum(timed(lambda: fast.infer(x)) for _ in range(4))  # compiled on the 4th run
-        dynamics = next(iter(fast._dynamics.values()))
+        dynamics = fast.transitions[0]
         print(f"\n{name}: compile=True first 4 calls {cold:.1f} s (compile "
               f"{dynamics.compile_seconds or float('nan'):.1f} s); "
               + ("compiled" if dynamics.compile_seconds else f"not compiled: {dynamics.failed}"))

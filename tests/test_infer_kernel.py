@@ -349,3 +349,17 @@ def test_sample_chains_starts_where_it_is_told(float64):
     samples, _ = kernel.sample_chains(x, num_chains=2, num_draws=2, warmup_steps=0,
                                       initial=start)
     torch.testing.assert_close(samples["z"][:, 0], start["z"], atol=1e-6, rtol=0)
+
+
+def test_the_former_names_of_the_transition_warn_and_point_to_it():
+    import importlib
+    import sys
+
+    from pyro_sparsegen import infer
+    from pyro_sparsegen.infer.transition import Transition
+
+    with pytest.warns(DeprecationWarning, match="infer.transition.Transition"):
+        assert infer.Dynamics is Transition
+    sys.modules.pop("pyro_sparsegen.infer.derived", None)
+    with pytest.warns(DeprecationWarning, match="infer.derived is deprecated"):
+        assert importlib.import_module("pyro_sparsegen.infer.derived").Dynamics is Transition

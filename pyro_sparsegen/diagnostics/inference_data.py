@@ -150,9 +150,10 @@ def sample_posterior(model, x, *, labels=None, chains=DEFAULT_CHAINS, draws=200,
     :param x: images ``[images, C, H, W]``.
     :param labels: optional class labels ``[images]`` (``constant_data.label``).
     :param source: where the model came from (e.g. the checkpoint path), recorded in attrs.
-    :param step_size, noise, metropolis, prior_step, init, crossing, adapt_step_size,
-        adapt_ladder, prior_refresh, pair_move: the :class:`~pyro_sparsegen.ShortRunLangevin`
-        options (recorded in the posterior's attrs).
+    :param step_size: with ``noise``, ``metropolis``, ``prior_step``, ``init``,
+        ``crossing``, ``adapt_step_size``, ``adapt_ladder``, ``prior_refresh`` and
+        ``pair_move``: the :class:`~pyro_sparsegen.ShortRunLangevin` options (recorded in the
+        posterior's attrs).
     :param tempering: the kernel's ``tempering`` (``None``, a number of levels or a ladder);
         ``"auto"`` (default): :data:`DEFAULT_LEVELS` levels when the model can be tempered per
         image (every site in the image plate), none otherwise (e.g. a hierarchical prior's

@@ -11,7 +11,7 @@ One file, one job:
   the chain plate, the global block (:class:`ModelTarget`);
 - :mod:`.transition` — the transition bound to a target (:class:`Transition`), eager through
   the model's trace or through a graph derived from it once (:mod:`.graph`) and checked
-  against it, optionally compiled (:mod:`.derived` and ``Dynamics`` are its former names);
+  against it, optionally compiled (``infer.derived`` and ``Dynamics`` are its former names);
 - :mod:`.adaptation` — vectorised dual-averaging step-size adaptation;
 - :mod:`.tempering` — replica exchange: the swap step, the ladder's adaptation, round trips, the
   stepping-stone evidence; :mod:`.chains` — the replica chains' run (``sample_chains``);
@@ -27,9 +27,16 @@ from .transition import DerivationWarning, Transition
 from .kernel import RunStats, ShortRunLangevin
 from .target import ModelTarget, PotentialTarget
 
-Dynamics = Transition  # the former name
 
-__all__ = ["Density", "DerivationWarning", "DualAveraging", "Dynamics", "LangevinInfo",
+
+def __getattr__(name):
+    """``Dynamics``, the former name of :class:`Transition`: a deprecated alias."""
+    from ..errors import moved
+
+    return moved(__name__, name, {"Dynamics": (f"{__name__}.transition", "Transition")})
+
+
+__all__ = ["Density", "DerivationWarning", "DualAveraging", "LangevinInfo",
            "LangevinState", "ModelTarget", "Options", "PotentialTarget", "Randoms", "RunStats",
            "ShortRunLangevin", "Transition", "density_from_log_prob", "draw_randoms",
            "dual_averaging_final", "dual_averaging_init", "dual_averaging_update", "langevin_init",

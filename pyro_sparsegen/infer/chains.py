@@ -103,15 +103,16 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
         ladder = _Ladders(spec, num_chains, target, kernel.adapt_ladder, warmup_steps,
                           prior_target)
     if initial is None:
-        position, global_position = kernel._start(target, kernel.init or "prior", args, kwargs)
+        position, global_position = kernel.start_position(target, kernel.init or "prior", args,
+                                                          kwargs)
     else:
         free = target.unconstrain({k: v.detach() for k, v in initial.items()})
         if levels is not None:  # every level starts where its ladder's chain is told
             free = {k: v.repeat((levels,) + (1,) * (v.dim() - 1)) for k, v in free.items()}
         position, global_position = target.pack_free(free)
     state = dyn.start(position, global_position, None if ladder is None else ladder.rows())
-    local_step, global_step = kernel._step_sizes(target, dyn, state)
-    adapt = kernel._adaptation((local_step, global_step)) if warmup_steps > 0 else None
+    local_step, global_step = kernel.initial_step_sizes(target, dyn, state)
+    adapt = kernel.step_size_adaptation((local_step, global_step)) if warmup_steps > 0 else None
     options = dyn.options
     draws, stats, levels_ll = [], {k: [] for k in PER_DRAW}, []
     accept = diverging = None
@@ -128,7 +129,7 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
             info = ladder.for_adaptation(info, kernel.target_accept_prob)
         if i < warmup_steps:
             if adapt is not None:
-                adapt, (local_step, global_step) = kernel._adapted(
+                adapt, (local_step, global_step) = kernel.adapt_step_sizes(
                     adapt, info, final=i == warmup_steps - 1)
             if ladder is not None and i + 1 in ladder.rounds:
                 state = ladder.adapt(state)

@@ -41,7 +41,7 @@ class MCMCContract(MCMCKernel):
         if self._initial_params is None:
             init = self.init or ("zeros" if self.potential_fn is not None else "prior")
             with pyro.validation_enabled(False):
-                self._initial_params = target.unpack_free(*self._start(target, init, args,
+                self._initial_params = target.unpack_free(*self.start_position(target, init, args,
                                                                        kwargs))
 
     def _begin_chain(self, params):
@@ -50,9 +50,9 @@ class MCMCContract(MCMCKernel):
                                           replicas=0)
         state = dyn.start(position, global_position)
         if self._steps is None:
-            self._steps = self._step_sizes(target, dyn, state)
+            self._steps = self.initial_step_sizes(target, dyn, state)
             if self._warmup_steps > 0:
-                self._adapt = self._adaptation(self._steps)
+                self._adapt = self.step_size_adaptation(self._steps)
         return state
 
     def sample(self, params):
@@ -66,7 +66,7 @@ class MCMCContract(MCMCKernel):
         self._t += 1
         if self._t <= self._warmup_steps:
             if self._adapt is not None:
-                self._adapt, self._steps = self._adapted(
+                self._adapt, self._steps = self.adapt_step_sizes(
                     self._adapt, info, final=self._t == self._warmup_steps)
         else:
             self._draws.append((info.accept_prob, info.diverging, self._steps[0]))
@@ -103,7 +103,8 @@ class MCMCContract(MCMCKernel):
         """``divergences`` (post-warm-up draws where any chain diverged), ``acceptance rate``,
         and per draw and chain ``accept_prob``, ``step_size`` and ``diverging`` (NumPy
         ``[draws, chains]``; :func:`pyro_sparsegen.diagnostics.add_kernel_stats` puts them
-        into ``az.from_pyro``'s InferenceData). Also appended to :attr:`chain_stats`."""
+        into ``az.from_pyro``'s InferenceData). Also appended to
+        :attr:`~pyro_sparsegen.infer.kernel.ShortRunLangevin.chain_stats`."""
         if self._draws:
             accept = torch.stack([a for a, _, _ in self._draws]).detach().cpu().numpy()
             diverging = torch.stack([d for _, d, _ in self._draws]).cpu().numpy()

@@ -190,23 +190,29 @@ class ShortRunLangevin(MCMCContract):
         self.step_size = float(step_size)
         self.num_steps = num_steps
         self.noise = bool(noise)
+        #: where runs start (``None``: zeros for :meth:`infer`, prior draws otherwise)
         self.init = init
         self.metropolis = bool(metropolis)
         self.prior_step = prior_step
         self.chain_plate = chain_plate
+        #: whether warm-up adapts the step sizes
         self.adapt_step_size = self.metropolis if adapt_step_size is None else \
             bool(adapt_step_size)
         self.target_accept_prob = float(target_accept_prob)
         self.crossing = crossing
         self.pair_move = pair_move
+        #: the replica-exchange ladder asked for (``None``: off)
         self.tempering = tempering
+        #: whether warm-up adapts the ladder
         self.adapt_ladder = bool(adapt_ladder)
         self.prior_refresh = bool(prior_refresh)
         self.compile = bool(compile)
         self.derive = bool(derive)
         self.max_energy_error = float(max_energy_error)
         self.transforms = None
+        #: the :class:`RunStats` of the last :meth:`infer` call
         self.last_run = None
+        #: every MCMC chain's :meth:`diagnostics`, appended in order
         self.chain_stats = []
         self._targets = {}
         self._transitions = {}
@@ -286,11 +292,19 @@ class ShortRunLangevin(MCMCContract):
         dyn.bind(args, kwargs or {})
         return dyn
 
-    dynamics = transition  # the former name
+    def dynamics(self, *args, **kwargs):
+        """The former name of :meth:`transition` (deprecated)."""
+        import warnings
+
+        warnings.warn("ShortRunLangevin.dynamics is deprecated: use ShortRunLangevin.transition",
+                      DeprecationWarning, stacklevel=2)
+        return self.transition(*args, **kwargs)
 
     @property
-    def _dynamics(self):  # the former name of the cache (benchmarks/kernel_step.py reads it)
-        return self._transitions
+    def transitions(self):
+        """The transitions built so far (one per target and options; a few are kept), e.g. to
+        read a compiled one's ``compile_seconds``."""
+        return tuple(self._transitions.values())
 
     def graph_went_stale(self):
         """A caller of ``infer(sync=False)`` found a run's check failed: every derived graph
@@ -299,7 +313,9 @@ class ShortRunLangevin(MCMCContract):
             if dyn.using_graph:
                 dyn.mismatch_found()
 
-    def _start(self, target, init, args, kwargs):
+    def start_position(self, target, init, args, kwargs):
+        """Where a run starts, unconstrained ``(position, global_position)``: ``init`` is
+        ``"zeros"``, ``"prior"`` (a draw from the model) or ``"normal"``."""
         if init == "prior":
             return target.prior_free(args, kwargs)
         position, global_position = target.zeros()
@@ -308,7 +324,7 @@ class ShortRunLangevin(MCMCContract):
                 torch.randn_like(global_position)
         return position, global_position
 
-    def _step_sizes(self, target, dyn, state):
+    def initial_step_sizes(self, target, dyn, state):
         """Per-chain step sizes ``[*R, N]`` and the global block's ``[*R]``, the latter scaled
         to the block's curvature so that the explicit step is stable there."""
         lead = state.position.shape[:-1]
@@ -323,7 +339,7 @@ class ShortRunLangevin(MCMCContract):
         """``[*R]``: the largest diagonal curvature ``-d2 log p / dg2`` of the global block,
         by finite differences of the gradient (exact per coordinate for up to 4 coordinates,
         else from one Rademacher probe)."""
-        density = dyn.density_fn(*dyn._rebuild(dyn._tensors))
+        density = dyn.bound_density()
         g, grad = state.global_position, state.density.grad_global
         h = 1e-3 * (1.0 + g.abs())
         size = target.global_size
@@ -343,14 +359,14 @@ class ShortRunLangevin(MCMCContract):
         return kappa.nan_to_num(nan=0.0, posinf=1e30).amax(-1)
 
     # -- warm-up adaptation --
-    def _adaptation(self, steps):
+    def step_size_adaptation(self, steps):
         """Dual averaging of both blocks' step sizes from ``steps = (local, global)``, or
         ``None`` when the kernel does not adapt."""
         if not self.adapt_step_size:
             return None
         return tuple(adaptation.dual_averaging_init(s) for s in steps)
 
-    def _adapted(self, adapt, info, final):
+    def adapt_step_sizes(self, adapt, info, final):
         """One warm-up update from a transition's acceptance: ``(adapt, (local, global) step
         sizes)``; on the ``final`` warm-up transition the averaged iterates, kept from then
         on."""
@@ -394,9 +410,9 @@ class ShortRunLangevin(MCMCContract):
         replicas = 0 if num_chains is None else _check_int("num_chains", num_chains, 1)
         target = self.target(args, kwargs, replicas)
         dyn = self.transition(target, args, kwargs)
-        position, global_position = self._start(target, self.init or "zeros", args, kwargs)
+        position, global_position = self.start_position(target, self.init or "zeros", args, kwargs)
         state, mismatch = dyn.begin(position, global_position)
-        local_step, global_step = self._step_sizes(target, dyn, state)
+        local_step, global_step = self.initial_step_sizes(target, dyn, state)
         options = dyn.options
         divergences = accept = None
         for _ in range(self.num_steps):

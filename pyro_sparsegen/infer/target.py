@@ -37,7 +37,8 @@ class ModelTarget:
     """The log density of a Pyro model's latent sites, per element of its chain plate.
 
     :param model: a Pyro model.
-    :param args, kwargs: the model's arguments.
+    :param args: the model's positional arguments.
+    :param kwargs: the model's keyword arguments.
     :param chain_plate: the plate whose elements are independent chains (default: found).
     :param int replicas: replica chains as a leading dim (0: none).
     """

@@ -108,6 +108,10 @@ class Transition:
         """Use these model arguments (same structure and shapes) from now on."""
         self._tensors, self._rebuild = _split_args(args, kwargs)
 
+    def bound_density(self):
+        """The target's density function at the bound arguments: ``(position,
+        global_position) -> Density``."""
+        return self.density_fn(*self._rebuild(self._tensors))
     def _eager_init(self, position, global_position, tensors, beta=None):
         args, kwargs = self._rebuild(tensors)
         with pyro.validation_enabled(False):
