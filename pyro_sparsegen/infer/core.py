@@ -311,11 +311,18 @@ def crossing_step(state, density_fn, index, up, log_u, *, max_energy_error=MAX_E
     log_rho = d.log_scale_ratio.gather(-1, index.unsqueeze(-1)).squeeze(-1) * sign
     current = z.gather(-1, index.unsqueeze(-1))
     proposal = z.scatter(-1, index.unsqueeze(-1), current * log_rho.exp().unsqueeze(-1))
+    return _jump(state, density_fn, proposal, log_u, log_rho)
+
+
+def _jump(state, density_fn, proposal, log_u, log_jacobian=0.0):
+    """Accept or reject, per chain, a deterministic involution's ``proposal`` (the crossing and
+    pair moves) with ``min(1, p(z') / p(z) * |J|)``: ``(state, accepted, diverging)``."""
+    z, d = state.position, state.density
     new = density_fn(proposal, state.global_position)
     # A jump between the modes may lower the density a lot: a rejection, not a divergence
     # (only a non-finite density or gradient is one).
     ok = _ok(new.local, d.local, new.grad.sum(-1), math.inf)
-    accepted = ok & (log_u < new.local - d.local + log_rho)
+    accepted = ok & (log_u < new.local - d.local + log_jacobian)
     position = torch.where(accepted.unsqueeze(-1), proposal, z)
     return LangevinState(position, state.global_position, _select(accepted, new, d)), accepted, ~ok
 
@@ -330,15 +337,10 @@ def pair_step(state, density_fn, first, second, log_u):
 
     :return: ``(state, accepted, diverging)``
     """
-    z, d = state.position, state.density
+    z = state.position
     i, j = first.unsqueeze(-1), second.unsqueeze(-1)
     proposal = z.scatter(-1, i, z.gather(-1, j)).scatter(-1, j, z.gather(-1, i))
-    new = density_fn(proposal, state.global_position)
-    ok = _ok(new.local, d.local, new.grad.sum(-1), math.inf)  # a rejection, as crossing's
-    accepted = ok & (log_u < new.local - d.local)
-    position = torch.where(accepted.unsqueeze(-1), proposal, z)
-    return LangevinState(position, state.global_position, _select(accepted, new, d)), \
-        accepted, ~ok
+    return _jump(state, density_fn, proposal, log_u)
 
 
 def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
