@@ -63,18 +63,19 @@ MONITOR_IMAGES = {"full": 500, "quick": 250, "tiny": 500}
 # beyond the main ones), 2 baselines of about a minute, 7 variant-prior models (~45 s; the
 # hierarchical ones ~110 s), 5 small transfer models (~80 s in all), the evaluation ~4 min
 # (denoising: 3 variants x 3 noise levels x 5 repeats of 1,000 images per model). --tiny
-# (hidden, for the tests): a few hundred digits, a small network, two seeds.
+# (hidden, for the tests): a few hundred digits, a small network, two seeds, a short evidence
+# run. "evidence": (warm-up, draws, thin) of variant_priors' replica-exchange run.
 MODES = {
     "full": {"epochs": None, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
              "baseline_max_epochs": 200, "sweep": (0.2, 0.1, 0.05, 0.01),
-             "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10},
+             "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2)},
     "quick": {"epochs": 10, "seeds": 1, "test_images": None, "repeats": ev.REPEATS,
               "baseline_max_epochs": 60, "sweep": (0.1, 0.01),
-              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10},
+              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2)},
     "tiny": {"epochs": 3, "seeds": 2, "test_images": 100, "repeats": 2,
              "baseline_max_epochs": 5, "sweep": (0.1,), "frontier": (2, 4, 6), "fid_epochs": 3,
              "train_images": 200, "latent_dim": 6, "hidden": (32,), "batch_size": 25,
-             "noise_scale": 0.1},
+             "noise_scale": 0.1, "evidence": (60, 30, 1)},
 }
 PROBE_LABELS = ev.LABEL_COUNTS
 

@@ -96,8 +96,9 @@ def evidence(ws, m):
     except ValueError:
         return None, None
     with ev.adapters.seeded(ws.settings.seed + 2, ws.device):
-        _, stats = kernel.sample_chains(x, num_chains=EVIDENCE_LADDERS, num_draws=100,
-                                        warmup_steps=400, thin=2)
+        warmup, draws, thin = ws.mode["evidence"]
+        _, stats = kernel.sample_chains(x, num_chains=EVIDENCE_LADDERS, num_draws=draws,
+                                        warmup_steps=warmup, thin=thin)
     log_evidence = stats["log_marginal_likelihood"].double()
     mcse = stats["log_marginal_likelihood_mcse"].double()
     n = log_evidence.numel()
@@ -151,9 +152,11 @@ def run(ws):
             "generator's first layer by c and the code by 1/c leaves the likelihood unchanged "
             f"and rewards smaller scales). Laplace: scale {variant_models.LAPLACE_SCALE:g}, "
             "no annealing.")
+    warmup, draws, thin = ws.mode["evidence"]
     note += (f" log p(x): the mean over {EVIDENCE_IMAGES} spread test images of each image's "
              f"evidence, stepping-stone estimate of a replica-exchange run ({EVIDENCE_LEVELS} "
-             f"levels x {EVIDENCE_LADDERS} ladders, 400 warm-up + 200 transitions), ± its "
+             f"levels x {EVIDENCE_LADDERS} ladders, {warmup} warm-up + {draws * thin} "
+             "transitions), ± its "
              "Monte Carlo error; — where the prior has a global block (hierarchical: no "
              "per-image evidence).")
     header = ["prior", "model", "test MSE", "zeroed MSE", "log p(x)", "inactive",

@@ -12,16 +12,16 @@ import math
 import os
 import warnings
 
-import arviz as az
 import numpy as np
 import torch
-import xarray as xr
-from matplotlib import MatplotlibDeprecationWarning
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from . import files
 from .distributions import ACTIVE_THRESHOLD
+from .runtime import LazyModule
+
+az, xr = LazyModule("arviz"), LazyModule("xarray")  # imported when a figure is drawn
+matplotlib, backend_agg = LazyModule("matplotlib"), LazyModule("matplotlib.backends.backend_agg")
+figure = LazyModule("matplotlib.figure")
 
 DPI = 100
 
@@ -29,8 +29,8 @@ DPI = 100
 def new_figure(width, height):
     """A :class:`matplotlib.figure.Figure` of ``width x height`` inches on its own Agg canvas
     (no pyplot state, nothing shown)."""
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig = figure.Figure(figsize=(width, height), dpi=DPI)
+    backend_agg.FigureCanvasAgg(fig)
     return fig
 
 
@@ -56,7 +56,7 @@ def _quiet_arviz():
     (matplotlib 3.11 vs ArviZ 0.23), and ArviZ's note that a chain it draws a density of
     stayed at one value (a coordinate whose proposals were all rejected), and nothing else."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=MatplotlibDeprecationWarning)
+        warnings.filterwarnings("ignore", category=matplotlib.MatplotlibDeprecationWarning)
         warnings.filterwarnings("ignore", message="Your data appears to have a single value",
                                 category=UserWarning)
         yield

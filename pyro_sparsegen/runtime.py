@@ -1,11 +1,27 @@
 """Runtime: devices, random-number streams, torch.distributed and Ctrl-C (imports nothing of
 the package)."""
 
+import importlib
 import random
 import signal
 
 import numpy as np
 import torch
+
+
+class LazyModule:
+    """A module imported on its first attribute access: ``az = LazyModule("arviz")`` at the
+    top of a module keeps ``import pyro_sparsegen`` (and so every command's start) from
+    importing ArviZ, xarray, SciPy and matplotlib (about 2 s) until a function uses them."""
+
+    def __init__(self, name):
+        self.__dict__["_name"] = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self.__dict__["_name"]), attr)
+
+    def __repr__(self):
+        return f"<module {self.__dict__['_name']!r}, imported when used>"
 
 
 def resolve_device(name, error=ValueError):

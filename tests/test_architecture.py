@@ -147,6 +147,19 @@ def test_the_run_layer_imports_only_the_rooms_below_it():
     assert wrong == {}
 
 
+def test_importing_the_package_leaves_the_plotting_stack_for_later():
+    # every command starts by importing the package: ArviZ, xarray, SciPy and matplotlib
+    # (about 2 s) are imported when a function first uses them (runtime.LazyModule)
+    import subprocess
+    import sys
+
+    code = ("import sys, pyro_sparsegen, pyro_sparsegen.cli; print(sorted(m for m in "
+            "('arviz', 'xarray', 'scipy', 'matplotlib', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out
+
+
 if __name__ == "__main__":
     edges = graph()
     cycle = find_cycle(edges)

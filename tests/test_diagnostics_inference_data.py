@@ -215,7 +215,7 @@ def test_sample_posterior_defaults_give_the_prior_when_z_is_ignored(float64, ini
     torch.manual_seed(0)
     # the sampler's defaults (tempered, 12 ladders); shorter than the default lengths
     idata = inference_data.sample_posterior(model, x, init=None if init == "prior" else init,
-                                            draws=100, warmup=400)
+                                            draws=100, warmup=400, thin=5)
     z = idata.posterior["z"]
     inside = float((abs(z) <= 0.2).mean())
     inclusion = float(idata.posterior["inclusion_probability"].mean())

@@ -6,15 +6,15 @@ Named dims everywhere: ``chain, draw, image, latent`` for the codes, ``image, ch
 width`` for the images.
 """
 
-import arviz as az
 import numpy as np
 import torch
-import xarray as xr
 from pyro import poutine
 
 from ..distributions import base_distribution
 from ..infer import ShortRunLangevin
-from ..runtime import forked_rng
+from ..runtime import LazyModule, forked_rng
+
+az, xr = LazyModule("arviz"), LazyModule("xarray")  # imported when first used
 
 IMAGE_DIMS = ("channel", "height", "width")
 # sample_posterior's defaults: a setting measured to converge (docs/inference.md)

@@ -12,11 +12,12 @@ A coordinate ``z_j`` is *active* ``by="magnitude"`` when ``|z_j| > threshold``
 (:func:`~pyro_sparsegen.distributions.is_included`: at least 0.5, as training decides).
 """
 
-import arviz as az
 import numpy as np
-import xarray as xr
 
 from ..distributions import ACTIVE_THRESHOLD, is_included
+from ..runtime import LazyModule
+
+az, xr = LazyModule("arviz"), LazyModule("xarray")  # imported when first used
 
 BY = ("inclusion", "magnitude")
 MIN_USAGE = 0.5

@@ -13,14 +13,16 @@ import os
 import time
 
 import numpy as np
-import xarray as xr
 
 from .. import files, plots
 from ..distributions import ACTIVE_THRESHOLD, INCLUSION_CUTOFF
+from ..runtime import LazyModule
 from .inference_data import DEFAULT_CHAINS, DEFAULT_WARMUP, sample_posterior
 from .metrics import (BY, MIN_USAGE, activation_probability, class_jaccard, class_usage,
                       code_usage, convergence, convergence_verdict, dead_dimensions,
                       image_sparsity, top_dimensions)
+
+xr = LazyModule("xarray")  # imported when first used
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 DEAD_USAGE = 0.01
@@ -87,12 +89,12 @@ class ReportMetrics:
     tol: float
     by: str
     criteria: tuple
-    sparsity: xr.Dataset
+    sparsity: "xr.Dataset"  # a string: xarray is imported when first used
     usage: dict
     dead: dict
-    class_usage: xr.DataArray
-    class_jaccard: xr.Dataset
-    convergence: xr.Dataset
+    class_usage: "xr.DataArray"
+    class_jaccard: "xr.Dataset"
+    convergence: "xr.Dataset"
 
     @property
     def rhat(self):

@@ -14,12 +14,14 @@ For the codes ``z*`` a model's code inference gives held-out images (:func:`data
 """
 
 import numpy as np
-import xarray as xr
 
 from .. import diagnostics
 from ..distributions import ACTIVE_THRESHOLD, is_included
 from ..encoding import infer_codes
+from ..runtime import LazyModule
 from .adapters import seeded
+
+xr = LazyModule("xarray")  # imported when first used
 
 THRESHOLD = ACTIVE_THRESHOLD  # its earlier name here, kept as an alias
 
