@@ -211,7 +211,7 @@ def mass_within(threshold, slab_weight, spike):
 def test_sample_posterior_defaults_give_the_prior_when_z_is_ignored(float64, init):
     # w 0.5, spike 0.04: exactly 0.579 of the mass within |z| <= 0.2, mean inclusion 0.5
     model = prior_only(0.5, 0.04)
-    x = torch.rand(20, 1, 4, 4)
+    x = torch.rand(8, 1, 4, 4)
     torch.manual_seed(0)
     # the sampler's defaults (tempered, 12 ladders); shorter than the default lengths
     idata = inference_data.sample_posterior(model, x, init=None if init == "prior" else init,

@@ -171,7 +171,7 @@ def test_hierarchical_spike_and_slab_with_a_beta_weight(float64):
     r = grid[:, None] * slab / marginal
     z_given_w = x * (r / slab_var + (1 - r) * 0.01 / spike_var)
     z_mean = (posterior[:, None] * z_given_w).sum(0)
-    mcmc, kernel = run_mcmc(model, x, num_samples=4000, step_size=0.2)
+    mcmc, kernel = run_mcmc(model, x, num_samples=2000, step_size=0.2)
     target = next(iter(kernel._targets.values()))
     assert (target.plate, target.global_size) == ("images", 1)  # per-image blocks + global
     samples = mcmc.get_samples()
@@ -363,3 +363,24 @@ def test_the_former_names_of_the_transition_warn_and_point_to_it():
     sys.modules.pop("pyro_sparsegen.infer.derived", None)
     with pytest.warns(DeprecationWarning, match="infer.derived is deprecated"):
         assert importlib.import_module("pyro_sparsegen.infer.derived").Dynamics is Transition
+
+
+def test_a_short_sample_chains_run_goes_through_pyro_and_a_long_one_derives_its_graph(float64):
+    # tracing the model costs more than a short run's steps save (infer.chains.SHORT_RUN);
+    # both give the same chains
+    from pyro_sparsegen.infer.chains import SHORT_RUN
+
+    def model(x):
+        with pyro.plate("images", x.shape[0]):
+            z = pyro.sample("z", psg.SpikeAndSlab(0.3, 1.0, 0.05).expand([3]).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1), 0.5), obs=x)
+
+    x = torch.tensor([0.3, -1.0])
+    runs = {}
+    for n in (SHORT_RUN - 1, SHORT_RUN):
+        kernel = ShortRunLangevin(model, metropolis=True)
+        torch.manual_seed(0)
+        runs[n], _ = kernel.sample_chains(x, num_chains=2, num_draws=n, warmup_steps=0)
+        runs[n, "graph"] = next(iter(kernel._transitions.values())).using_graph
+    assert runs[SHORT_RUN - 1, "graph"] is False and runs[SHORT_RUN, "graph"] is True
+    torch.testing.assert_close(runs[SHORT_RUN - 1]["z"], runs[SHORT_RUN]["z"][:, :SHORT_RUN - 1])

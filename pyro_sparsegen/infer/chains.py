@@ -11,6 +11,10 @@ from . import tempering
 from .core import draw_randoms
 
 POOL = 64  # transitions' worth of the hottest level's prior draws drawn at once
+#: Runs of fewer transitions go through Pyro at every step: deriving a graph costs 0.5-1 s
+#: (tracing the model), which its cheaper steps repay after about 200 transitions on a small
+#: model and never on a large one, where the step's arithmetic dominates (benchmarks.md).
+SHORT_RUN = 200
 PER_DRAW = ("log_density", "log_likelihood", "accept_prob", "diverging", "step_size")
 
 
@@ -95,7 +99,9 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
             raise ValueError("tempering needs a model (its likelihood apart from its prior), "
                              "not a potential_fn")
         target.check_temperable()
-    dyn = kernel.transition(target, args, kwargs, tempered=levels is not None)
+    short = warmup_steps + num_draws * thin < SHORT_RUN
+    dyn = kernel.transition(target, args, kwargs, tempered=levels is not None,
+                            derive=False if short else None)
     ladder = None
     if levels is not None:
         prior_target = kernel.target(args, kwargs, POOL * num_chains) if kernel.prior_refresh \

@@ -134,7 +134,10 @@ class ShortRunLangevin(MCMCContract):
         ``num_chains`` rows per transition.
     :param bool compile: compile the transition with ``torch.compile``.
     :param bool derive: derive a graph of the transition from the model (faster; checked
-        against the model's trace); ``False`` runs the model through Pyro at every step.
+        against the model's trace); ``False`` runs the model through Pyro at every step. A
+        :meth:`sample_chains` run of fewer than
+        :data:`~pyro_sparsegen.infer.chains.SHORT_RUN` transitions runs through Pyro either
+        way (the tracing would cost more than it saves).
 
     Example::
 
@@ -278,14 +281,16 @@ class ShortRunLangevin(MCMCContract):
                        max_energy_error=self.max_energy_error, pairs=pairs,
                        tempered=bool(tempered))
 
-    def transition(self, target, args=(), kwargs=None, tempered=False):
+    def transition(self, target, args=(), kwargs=None, tempered=False, derive=None):
         """The :class:`~pyro_sparsegen.infer.transition.Transition` of a target (built once per
-        target and settings), bound to these model arguments."""
+        target and settings), bound to these model arguments; ``derive=False`` runs this one
+        through Pyro whatever the kernel's ``derive`` (a run too short to pay for a graph)."""
         options = self.options(target, tempered)
-        key = (id(target), options, self.compile, self.derive)
+        derive = self.derive and derive is not False
+        key = (id(target), options, self.compile, derive)
         dyn = self._transitions.get(key)
         if dyn is None or dyn.target is not target:
-            dyn = Transition(target, options, derive=self.derive, compile=self.compile)
+            dyn = Transition(target, options, derive=derive, compile=self.compile)
             if len(self._transitions) >= 8:
                 self._transitions.pop(next(iter(self._transitions)))
             self._transitions[key] = dyn
