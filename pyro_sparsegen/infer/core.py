@@ -33,6 +33,10 @@ from typing import NamedTuple, Optional
 import torch
 
 MAX_ENERGY_ERROR = 1000.0  # nats; a larger fall of the log density in one step is a divergence
+#: The pair move's other-side pick: one coordinate with ``|z| > PAIR_CUT`` (in the slab), one
+#: at or under it (the package's active threshold, where a unit slab and a narrow spike cross;
+#: any fixed cut keeps the move exact, this one makes it useful).
+PAIR_CUT = 0.2
 
 
 class Density(NamedTuple):
@@ -115,6 +119,10 @@ class Randoms(NamedTuple):
     # (tempering: the levels at beta = 0, whose target is the prior; see local_step)
     fresh: Optional[torch.Tensor] = None  # [*R, N, D]
     fresh_rows: Optional[torch.Tensor] = None  # [*R, N] bool
+    # the pair move's second pick from the other side of |z| = PAIR_CUT (see draw_randoms)
+    pair_opposite: Optional[torch.Tensor] = None  # [*R, N] bool: this transition's pick
+    pair_scores: Optional[torch.Tensor] = None  # [*R, N, P] uniforms; -1 off the first's site
+    pair_index: Optional[torch.Tensor] = None  # [P] int64 positions in dim of the candidates
 
 
 class Options(NamedTuple):
@@ -145,8 +153,12 @@ def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites
     :param pair_sites: ``(index, start, size)``, int64 ``[P]`` each: the positions in ``dim``
         of the coordinates the pair move may swap and, for each, where its site's entries
         begin in ``index`` and how many there are. The move picks one coordinate ``j``
-        uniformly and a second uniformly among the other coordinates of ``j``'s site (``j``
-        itself when it has none).
+        uniformly; then, with probability 1/2 each, a second uniformly among the other
+        coordinates of ``j``'s site, or uniformly among those of its site on the other side
+        of ``|z| = PAIR_CUT`` from ``z_j`` at the time of the move (``j`` itself when there
+        is none): one in the slab, one in the spike, the swap that moves an explanation
+        from one twin to the other. Both picks are symmetric (the second because swapping
+        the two values leaves the number on each side unchanged), so their mixture is.
     """
     z = state.position
     lead = z.shape[:-1]
@@ -161,20 +173,26 @@ def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites
     has_global = g.shape[-1] > 0 if has_global is None else has_global
     eps_g = torch.randn_like(g) if has_global and options.noise else None
     log_u_g = _log_uniform(g.shape[:-1], g) if has_global and options.metropolis else None
-    pair = (None, None, None)
+    pair, opposite = (None, None, None), (None, None, None)
     if options.pairs and pair_sites is not None and pair_sites[0].numel():
-        pair = _draw_pair(lead, z, *pair_sites)
-    return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair)
+        pair, opposite = _draw_pair(lead, z, *pair_sites)
+    return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair, None, None, *opposite)
 
 
 def _draw_pair(lead, like, index, start, size):
-    """``(first, second, log_u)`` of the pair move: ``P(j, k) = 1 / (M (m - 1))`` with ``m``
-    the size of their site, the same for ``(k, j)`` (a symmetric proposal)."""
+    """``((first, second, log_u), (opposite, scores, index))`` of the pair move. The uniform
+    second pick: ``P(j, k) = 1 / (M (m - 1))`` with ``m`` the size of their site, the same for
+    ``(k, j)``. The other-side pick is made in :func:`pair_step` from ``scores`` (uniforms on
+    ``j``'s site, -1 elsewhere), where it sees the state the move starts from."""
     j = torch.randint(index.numel(), lead, device=like.device)
     m = size[j]
     offset = (torch.rand(lead, device=like.device, dtype=like.dtype) * (m - 1)).long()
     k = start[j] + (j - start[j] + 1 + offset.clamp(max=(m - 2).clamp(min=0))) % m
-    return index[j], index[k], _log_uniform(lead, like)
+    opposite = torch.rand(lead, device=like.device, dtype=like.dtype) < 0.5
+    same_site = start == start[j].unsqueeze(-1)  # [*lead, P]
+    scores = torch.where(same_site, torch.rand(same_site.shape, device=like.device,
+                                               dtype=like.dtype), -1.0)
+    return (index[j], index[k], _log_uniform(lead, like)), (opposite, scores, index)
 
 
 def _log_uniform(shape, like):
@@ -327,7 +345,8 @@ def _jump(state, density_fn, proposal, log_u, log_jacobian=0.0):
     return LangevinState(position, state.global_position, _select(accepted, new, d)), accepted, ~ok
 
 
-def pair_step(state, density_fn, first, second, log_u):
+def pair_step(state, density_fn, first, second, log_u, opposite=None, scores=None,
+              index=None):
     """A Metropolis move that swaps the values of two scale-mixture coordinates of one chain
     (``first``, ``second``: ``[*R, N]`` positions in ``dim``), e.g. one twin of a pair of
     near-duplicate dictionary columns for the other, which moves of one coordinate at a time
@@ -335,9 +354,19 @@ def pair_step(state, density_fn, first, second, log_u):
     (:func:`draw_randoms`), so accepting with ``min(1, p(z') / p(z))`` keeps the target
     exactly. ``first == second`` leaves the chain where it is.
 
+    :param opposite: ``[*R, N]`` bool, with ``scores`` ``[*R, N, P]`` and ``index`` ``[P]``
+        (:class:`Randoms`): where set, ``second`` is replaced by the candidate of highest
+        score on the other side of ``|z| = PAIR_CUT`` from ``z[first]`` (``first`` when there
+        is none): a uniform pick among them, made from the state the move starts from.
     :return: ``(state, accepted, diverging)``
     """
     z = state.position
+    if opposite is not None:
+        candidates = z.gather(-1, index.expand(z.shape[:-1] + index.shape)).abs() > PAIR_CUT
+        side = z.gather(-1, first.unsqueeze(-1)).abs() > PAIR_CUT
+        best = torch.where(candidates != side, scores, -1.0).max(-1)
+        other = torch.where(best.values >= 0, index[best.indices], first)
+        second = torch.where(opposite, other, second)
     i, j = first.unsqueeze(-1), second.unsqueeze(-1)
     proposal = z.scatter(-1, i, z.gather(-1, j)).scatter(-1, j, z.gather(-1, i))
     return _jump(state, density_fn, proposal, log_u)
@@ -395,7 +424,9 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
     paired = None
     if randoms.pair_first is not None:
         state, paired, pair_div = pair_step(state, density_fn, randoms.pair_first,
-                                            randoms.pair_second, randoms.pair_log_u)
+                                            randoms.pair_second, randoms.pair_log_u,
+                                            randoms.pair_opposite, randoms.pair_scores,
+                                            randoms.pair_index)
         diverging = diverging | pair_div
     global_accept = accept_prob.new_ones(accept_prob.shape[:-1])
     if state.global_position.shape[-1] > 0:
