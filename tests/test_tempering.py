@@ -331,7 +331,7 @@ def test_the_explaining_away_posterior_from_over_dispersed_starts(float64):
     # Issue 20's model (tests/explaining_away.py) on four of its images: exact answers by
     # enumerating the 1,024 gate patterns; chains from prior draws. Untempered, each chain
     # keeps the twin it started with; the ladders trade them. (The full figures, on all 16
-    # images at the longer defaults, come from /work/wt/notes/D-explaining-away.py.)
+    # images at the longer defaults, come from benchmarks/explaining_away.py.)
     w, x = problem()
     x = x[1:5]
     inclusion, small, _ = exact(w, x)
