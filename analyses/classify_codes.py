@@ -40,9 +40,10 @@ def run(ws):
     header = ["model", "d"] + names + [f"sparse − model, {n}" for n in names]
     rows, results = [], {}
     for key in common.MODEL_KEYS:
-        accuracy, sd, comparison = {}, {}, {}
+        accuracy, sd, comparison, seed_values = {}, {}, {}, {}
         for c in counts:
             per_seed = [probe(ws, key, s)[c].mean for s in ws.seeds_of(key)]
+            seed_values[c] = per_seed
             accuracy[c], sd[c] = ev.mean_sd(per_seed)
             if len(per_seed) < 2:
                 sd[c] = None
@@ -53,7 +54,8 @@ def run(ws):
                     [common.fmt_mean_sd(accuracy[c], sd[c], 100) for c in counts] +
                     [common.fmt_comparison(comparison.get(c)) for c in counts])
         results[key] = {"probe_accuracy": accuracy, "probe_accuracy_sd": sd,
-                        "probe_comparison": comparison or None}
+                        "probe_comparison": comparison or None,
+                        "seed_values": {"probe_accuracy": seed_values}}
     seeds = len(ws.seeds)
     note = (f"Test accuracy (%) on the {len(ws.test)} test images of a logistic regression on "
             "standardised codes, trained on a class-spread subset (seed "

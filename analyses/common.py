@@ -18,9 +18,14 @@ Model keys:
 - ``beta_vae``, ``vsc``: :func:`pyro_sparsegen.baselines.train_baseline` with the baselines'
   own recommended training (:func:`pyro_sparsegen.baselines.recommended`).
 
-Seeds: the full mode trains the five main models with 3 seeds (``OUT/models/<key>`` for the
-first, ``<key>_seed<k>`` for the others) and reports mean ± sd; ``--quick`` uses one seed.
-The sweep and frontier models have one seed in every mode.
+Seeds: the five main models (the core comparison) are trained on several seeds — 5 in the
+full mode, 3 with ``--quick``, 2 in the tests' ``--tiny`` — (``OUT/models/<key>`` for the
+first, ``<key>_seed<k>`` for the others), side by side in ``--jobs`` processes
+(:func:`train_core_models`) before ``run_all``'s scripts run; the tables report mean ± sd over
+seeds and the headline verdicts come from seed-level paired differences
+(:func:`seed_verdict`, :func:`threshold_verdict`). The matched budget is fixed per seed from
+that seed's sparse training codes. The sweep, frontier, variant-prior and transfer models have
+one seed and run only with ``--sweeps`` outside the full mode (:attr:`Settings.run_sweeps`).
 """
 
 import argparse
@@ -57,19 +62,22 @@ EVAL_BATCH = 500  # images per encoder call in evaluation (chains are per image:
 # watch; the analyses themselves use every test image): fewer in the quick mode
 MONITOR_IMAGES = {"full": 500, "quick": 250, "tiny": 500}
 
-# Mode settings. --quick: 10 epochs, one seed, every test image (1,000 of mnist5k); the
-# baselines train until their validation ELBO stops improving (10..60 epochs). About 20
-# minutes on an idle 2-core machine: 11 ABP models of ~45 s (3 main, 2 sweep, 4 frontier
-# beyond the main ones), 2 baselines of about a minute, 7 variant-prior models (~45 s; the
-# hierarchical ones ~110 s), 5 small transfer models (~80 s in all), the evaluation ~4 min
-# (denoising: 3 variants x 3 noise levels x 5 repeats of 1,000 images per model). --tiny
-# (hidden, for the tests): a few hundred digits, a small network, two seeds, a short evidence
-# run. "evidence": (warm-up, draws, thin) of variant_priors' replica-exchange run.
+# Mode settings. --quick: 10 epochs, 3 seeds of the five main models trained two at a time on
+# 2 CPU cores, every test image (1,000 of mnist5k); the baselines train until their validation
+# ELBO stops improving (10..60 epochs). One seed with the sweeps took about 20 minutes on an
+# idle 2-core machine: 11 ABP models of ~45 s (3 main, 2 sweep, 4 frontier beyond the main
+# ones), 2 baselines of about a minute, 7 variant-prior models (~45 s; the hierarchical ones
+# ~110 s), 5 small transfer models (~80 s in all), the evaluation ~4 min (denoising: 3 variants
+# x 3 noise levels x 5 repeats of 1,000 images per model). The full mode: the authors' 100
+# epochs for every model built from base_config (the package's default config has 20; the
+# transfer runs keep the config's length), 5 seeds, the sweeps included. --tiny (hidden, for
+# the tests): a few hundred digits, a small network, two seeds, a short evidence run.
+# "evidence": (warm-up, draws, thin) of variant_priors' replica-exchange run.
 MODES = {
-    "full": {"epochs": None, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
+    "full": {"epochs": 100, "seeds": 5, "test_images": None, "repeats": ev.REPEATS,
              "baseline_max_epochs": 200, "sweep": (0.2, 0.1, 0.05, 0.01),
              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2)},
-    "quick": {"epochs": 10, "seeds": 1, "test_images": None, "repeats": ev.REPEATS,
+    "quick": {"epochs": 10, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
               "baseline_max_epochs": 60, "sweep": (0.1, 0.01),
               "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2)},
     "tiny": {"epochs": 3, "seeds": 2, "test_images": 100, "repeats": 2,
@@ -113,10 +121,19 @@ class Settings:
     threads: int = None
     beta: float = 1.0
     progress: bool = False
+    sweeps: bool = False
+    jobs: int = None
 
     @property
     def mode(self):
         return "tiny" if self.tiny else "quick" if self.quick else "full"
+
+    @property
+    def run_sweeps(self):
+        """Whether the one-seed extras run: the slab-weight sweep, the sparsity frontier beyond
+        the main models, the variant priors and the transfer runs (``--sweeps``; always in
+        the full mode)."""
+        return self.sweeps or self.mode == "full"
 
     @property
     def options(self):
@@ -124,18 +141,26 @@ class Settings:
         return MODES[self.mode]
 
 
-def parser(prog, description):
+def parser(prog, description, *, jobs=False):
     """The scripts' shared arguments: a :class:`pyro_sparsegen.cli.ArgumentParser` (a bad
-    command line raises :class:`~pyro_sparsegen.cli.UsageError`, one line)."""
+    command line raises :class:`~pyro_sparsegen.cli.UsageError`, one line); ``jobs``: with
+    ``--jobs`` (``run_all.py``'s pool of training processes)."""
     p = cli.ArgumentParser(prog=prog, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="mnist5k",
                    help="data spec (mnist5k, digits, idx:DIR, npz:PATH, ...; default mnist5k)")
     p.add_argument("--out", required=True, help="output folder (models go to OUT/models/)")
     p.add_argument("--quick", action="store_true",
-                   help=f"{MODES['quick']['epochs']} epochs per model, one seed")
+                   help=f"{MODES['quick']['epochs']} epochs per model, "
+                        f"{MODES['quick']['seeds']} seeds of the main models, no sweeps unless "
+                        f"--sweeps (without it: the full mode, {MODES['full']['epochs']} epochs)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="training seeds of the main models (default 3; 1 with --quick)")
+                   help=f"training seeds of the main models (default {MODES['full']['seeds']}; "
+                        f"{MODES['quick']['seeds']} with --quick)")
+    p.add_argument("--sweeps", action="store_true",
+                   help="also the one-seed extras with --quick: the slab-weight sweep, the "
+                        "sparsity frontier beyond the main models, the variant priors and the "
+                        "transfer runs (the full mode always runs them)")
     p.add_argument("--runs", metavar="DIR",
                    help="reuse the finished models in DIR/models/<key>/ (or DIR/<key>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -145,14 +170,20 @@ def parser(prog, description):
                    help="CPU threads for torch and BLAS (default 1 on CPU: the small matrix "
                         "products gain little from more and lose much on shared cores)")
     p.add_argument("--beta", type=float, default=1.0, help="the β-VAE's β (default 1)")
+    if jobs:
+        p.add_argument("--jobs", type=int, default=None,
+                       help="processes that train the main models' missing seeds side by side "
+                            "before the analyses, one torch thread each (default 2 on CPU, 1 "
+                            "on CUDA)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
-def parse_settings(prog, description, argv=None):
-    """The :class:`Settings` of a command line; a bad one: one line on stderr, exit status 2."""
+def parse_settings(prog, description, argv=None, *, jobs=False):
+    """The :class:`Settings` of a command line (``jobs``: with ``--jobs``); a bad one: one
+    line on stderr, exit status 2."""
     try:
-        args = parser(prog, description).parse_args(argv)
+        args = parser(prog, description, jobs=jobs).parse_args(argv)
     except cli.UsageError as e:
         _fail_args(prog, first_line(e))
     if args.seed < 0:
@@ -161,13 +192,16 @@ def parse_settings(prog, description, argv=None):
         _fail_args(prog, "--seeds must be positive")
     if args.threads is not None and args.threads < 1:
         _fail_args(prog, "--threads must be positive")
+    if getattr(args, "jobs", None) is not None and args.jobs < 1:
+        _fail_args(prog, "--jobs must be positive")
     if not (math.isfinite(args.beta) and args.beta >= 0):
         _fail_args(prog, "--beta must be a non-negative number")
     if args.runs is not None and not os.path.isdir(args.runs):
         _fail_args(prog, f"--runs {args.runs}: no such folder")
     return Settings(data=args.data, out=args.out, quick=args.quick, tiny=args.tiny,
                     runs=args.runs, device=args.device, seed=args.seed, seeds=args.seeds,
-                    threads=args.threads, beta=args.beta, progress=sys.stderr.isatty())
+                    threads=args.threads, beta=args.beta, progress=sys.stderr.isatty(),
+                    sweeps=args.sweeps, jobs=getattr(args, "jobs", None))
 
 
 def _fail_args(prog, message):
@@ -204,13 +238,13 @@ def cpu_threads(settings, device):
         torch.set_num_threads(before)
 
 
-def main(script, run, description, argv=None, *, save=True):
-    """A script's ``main``: parse, build the workspace, ``run``, write ``OUT/<script>.md`` and
-    ``.json`` (with ``save``), print the tables. Returns the exit status; user errors are one
-    line on stderr."""
+def main(script, run, description, argv=None, *, save=True, jobs=False):
+    """A script's ``main``: parse (``jobs``: with ``--jobs``), build the workspace, ``run``,
+    write ``OUT/<script>.md`` and ``.json`` (with ``save``), print the tables. Returns the exit
+    status; user errors are one line on stderr."""
     prog = os.path.basename(script)
     name = os.path.splitext(prog)[0]
-    settings = parse_settings(prog, description, argv)
+    settings = parse_settings(prog, description, argv, jobs=jobs)
     try:
         ws = Workspace(settings)
         with cpu_threads(settings, ws.device):
@@ -286,6 +320,125 @@ def fmt_comparison(comparison, scale=100.0, digits=1):
     return f"{difference:+.{digits}f} ± {se:.{digits}f} ({comparison['verdict']})"
 
 
+# ------------------------------------------------------------------------------------------
+# Seed-level verdicts
+
+CONFIDENCE = 0.95  # of the intervals over seeds (two-sided Student t, df = seeds - 1)
+ACCURACY_MARGIN = 0.005  # "not worse" for an accuracy: the lower bound above -0.5 points
+RELATIVE_MARGIN = 0.05  # ... for an MSE or FID: above -5 % of the rival's seed mean
+ONE_SEED = "one seed: no verdict"
+NOT_MEASURED = "not measured"
+VERDICT_RULE = (
+    "Verdicts come from seed-level paired differences: for each training seed, sparse − rival "
+    "on the same test images and noise draws (the evaluation's noise draws averaged inside the "
+    "seed), oriented so that positive means the sparse model is better (for MSE and FID: "
+    "rival − sparse); over the n seeds, the mean difference ± the half-width of its "
+    f"{CONFIDENCE:.0%} Student-t interval (df = n − 1). **wins**: the lower bound is above 0; "
+    f"**not worse**: it is above −margin ({100 * ACCURACY_MARGIN:g} points for an accuracy, "
+    f"{RELATIVE_MARGIN:.0%} of the rival's seed mean for an MSE or FID); **loses** otherwise. "
+    "A threshold (inactive fraction, class Jaccard) is *met* when the whole interval of the "
+    "seed mean is on its side, *missed* when the mean is not, *undecided* otherwise. With one "
+    "seed there is no interval and no verdict.")
+
+
+def t_quantile(n, confidence=CONFIDENCE):
+    """The two-sided Student-t quantile of ``n`` values (df = n - 1): 4.303 for n = 3 at 95 %."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+
+
+def mean_interval(values, confidence=CONFIDENCE):
+    """``(mean, half-width of its Student-t interval or None for one value, n)`` of the finite
+    numbers among ``values`` (``None`` / NaN dropped); ``(None, None, 0)`` when none is left."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return None, None, 0
+    if x.size == 1:
+        return float(x[0]), None, 1
+    return (float(x.mean()), t_quantile(x.size, confidence) * float(x.std(ddof=1)) /
+            math.sqrt(x.size), int(x.size))
+
+
+def seed_verdict(sparse, rival, *, higher_is_better=True, margin=0.0, relative_margin=None):
+    """The sparse model against a rival on one figure, from per-seed values.
+
+    :param sparse: the sparse model's value per training seed (a list of n numbers).
+    :param rival: the rival's per seed, paired with ``sparse`` by position; one value (a
+        reference without training seeds: the noisy-input floor) stands for every seed. A pair
+        with a ``None`` / NaN is dropped.
+    :param bool higher_is_better: orientation: the differences are ``sparse - rival`` (an
+        accuracy) or ``rival - sparse`` (an MSE, a FID), so that positive = sparse better.
+    :param float margin: "not worse" when the lower bound is above ``-margin``.
+    :param relative_margin: instead, the margin as a fraction of ``|mean(rival)|``.
+    :return: ``{"mean_difference", "interval": [lo, hi] or None, "n_seeds", "margin",
+        "verdict"}``: *wins* when ``lo > 0``, *not worse* when ``lo > -margin``, *loses*
+        otherwise (:data:`VERDICT_RULE`); one seed: no interval, :data:`ONE_SEED`; no pair:
+        :data:`NOT_MEASURED`.
+    """
+    a = [None if v is None else float(v) for v in sparse]
+    b = [None if v is None else float(v) for v in rival]
+    if len(b) == 1:
+        b = b * len(a)
+    if len(a) != len(b):
+        raise ValueError(f"sparse and rival need one value per seed, got {len(a)} and {len(b)}")
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and
+             math.isfinite(x) and math.isfinite(y)]
+    if relative_margin is not None:
+        reference = mean_interval([y for _, y in pairs])[0]
+        margin = None if reference is None else relative_margin * abs(reference)
+    differences = [(x - y) if higher_is_better else (y - x) for x, y in pairs]
+    mean, half, n = mean_interval(differences)
+    out = {"mean_difference": mean, "interval": None, "n_seeds": n, "margin": margin,
+           "verdict": NOT_MEASURED if n == 0 else ONE_SEED}
+    if half is not None:
+        low, high = mean - half, mean + half
+        out["interval"] = [low, high]
+        out["verdict"] = "wins" if low > 0 else "not worse" if low > -margin else "loses"
+    return out
+
+
+def threshold_verdict(values, threshold, *, at_least):
+    """A figure of the sparse model against a fixed threshold, from per-seed values.
+
+    :param values: the figure per training seed (``None`` / NaN dropped).
+    :param float threshold: the target's bound.
+    :param bool at_least: the target is ``figure >= threshold`` (else ``figure < threshold``).
+    :return: ``{"mean", "interval": [lo, hi] of the seed mean or None, "threshold",
+        "mean_difference" (mean - threshold, or threshold - mean: positive = on the target's
+        side), "n_seeds", "verdict"}``: *met* when the whole interval is on the target's side,
+        *missed* when the mean is not, *undecided* otherwise; one seed: :data:`ONE_SEED`.
+    """
+    mean, half, n = mean_interval(values)
+    out = {"mean": mean, "interval": None, "threshold": threshold, "n_seeds": n,
+           "mean_difference": None if mean is None else
+           (mean - threshold if at_least else threshold - mean),
+           "verdict": NOT_MEASURED if n == 0 else ONE_SEED}
+    if half is not None:
+        low, high = mean - half, mean + half
+        out["interval"] = [low, high]
+        inside = low >= threshold if at_least else high < threshold
+        on_side = mean >= threshold if at_least else mean < threshold
+        out["verdict"] = "met" if inside else "undecided" if on_side else "missed"
+    return out
+
+
+def fmt_verdict(verdict, scale=1.0, digits=1, *, key="mean_difference", signed=True):
+    """``+1.2 ± 0.8 (3 seeds): wins`` — the seed mean of a :func:`seed_verdict` (``key``) ±
+    the half-width of its interval, the seeds and the verdict; one seed: ``+1.2 (one seed: no
+    verdict)``."""
+    if verdict is None or verdict.get(key) is None:
+        return NOT_MEASURED
+    sign = "+" if signed else ""
+    text = f"{verdict[key] * scale:{sign}.{digits}f}"
+    if verdict["interval"] is None:
+        return f"{text} ({verdict['verdict']})"
+    half = (verdict["interval"][1] - verdict["interval"][0]) / 2
+    return f"{text} ± {half * scale:.{digits}f} ({verdict['n_seeds']} seeds): " \
+        f"{verdict['verdict']}"
+
+
 def md_table(header, rows):
     """A Markdown table (:func:`pyro_sparsegen.diagnostics.markdown_table`); a ``|`` inside a
     cell (``|z|``) is escaped."""
@@ -309,10 +462,15 @@ def finite_or_none(value):
 
 
 def merge(into, results):
-    """Merge ``{key: {field: value}}`` dicts one level deep."""
+    """Merge ``{key: {field: value}}`` dicts one level deep (a model's ``seed_values``, which
+    every script adds to, two levels)."""
     for key, value in results.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
-            into[key].update(value)
+            for field, item in value.items():
+                if field == "seed_values" and isinstance(into[key].get(field), dict):
+                    into[key][field].update(item)
+                else:
+                    into[key][field] = item
         else:
             into[key] = value
     return into
@@ -341,6 +499,7 @@ class Loaded:
     folder: str
     trained_seconds: float  # None when reused
     extra: dict  # the checkpoint's extra (early stopping of a baseline)
+    trained_by: str = None  # "pool" (train_core_models), "main process" or None (reused)
 
 
 class Workspace:
@@ -361,6 +520,7 @@ class Workspace:
         self.train, self.monitor, self.test = self.load_splits(settings.data)
         self._cache = {}
         self.timings = {}
+        self.pool_seconds = {}  # run name -> training seconds in train_core_models' pool
 
     def load_splits(self, spec, image_size=None):
         """``(train, monitor, test)`` of data set ``spec``, shortened as the mode says
@@ -397,6 +557,19 @@ class Workspace:
 
     def seeds_of(self, key):
         return self.seeds if key in MODEL_KEYS else [0]
+
+    @property
+    def sweeps(self):
+        """Whether the one-seed extras run (:attr:`Settings.run_sweeps`)."""
+        return self.settings.run_sweeps
+
+    @property
+    def jobs(self):
+        """Training processes of :func:`train_core_models` (``--jobs``; 2 on CPU, 1 on CUDA;
+        1 in the tiny mode, where a process's start-up outlasts its one-second models)."""
+        if self.settings.jobs is not None:
+            return self.settings.jobs
+        return 2 if self.device.type == "cpu" and self.settings.mode != "tiny" else 1
 
     @property
     def threshold(self):
@@ -449,7 +622,7 @@ class Workspace:
         """``[(latent size, key)]`` of the dense models on the sparsity frontier: the mode's
         sizes, the main dense model's and the matched one's (sharing their runs)."""
         own = self.base_config().network.latent_dim
-        matched = self.matched_latent_dim()
+        matched = self.matched_latent_dim(0)  # the frontier's models have the first seed
         sizes = sorted(set(self.mode["frontier"]) | {own, matched})
         return [(d, "dense_abp" if d == own else "dense_matched" if d == matched
                  else f"dense_d{d}") for d in sizes]
@@ -478,14 +651,19 @@ class Workspace:
         """The models loaded (or trained) so far: ``{(key, seed): Loaded}``, in order."""
         return {k[1:]: v for k, v in self._cache.items() if k[0] == "model"}
 
-    def matched_latent_dim(self):
-        """round(mean number of active coordinates of the sparse model's *training* codes),
-        at least 1 (the first seed's model)."""
-        cache = ("matched",)
+    def matched_latent_dim(self, seed=0):
+        """round(mean number of active coordinates of the *training* codes of the sparse model
+        of seed index ``seed``), at least 1: the latent size of that seed's
+        ``dense_matched``."""
+        cache = ("matched", seed)
         if cache not in self._cache:
-            active = ev.sparsity_summary(self.codes("sparse", 0, "train"))["mean_active"]
+            active = ev.sparsity_summary(self.codes("sparse", seed, "train"))["mean_active"]
             self._cache[cache] = max(1, int(round(active)))
         return self._cache[cache]
+
+    def matched_latent_dims(self):
+        """:meth:`matched_latent_dim` of every seed of the main models."""
+        return [self.matched_latent_dim(s) for s in self.seeds]
 
     def _request(self, key, seed):
         """``(kind, config, options, early stopping)``: how model ``key`` is trained."""
@@ -498,7 +676,7 @@ class Workspace:
         if key == "dense_abp":
             return "abp", baselines.dense_config(config), {}, None
         if key == "dense_matched":
-            return "abp", baselines.dense_config(config, self.matched_latent_dim()), {}, None
+            return "abp", baselines.dense_config(config, self.matched_latent_dim(seed)), {}, None
         if key.startswith("dense_d"):
             return "abp", baselines.dense_config(config, int(key[len("dense_d"):])), {}, None
         if key in BASELINE_KINDS:
@@ -524,7 +702,39 @@ class Workspace:
         kind, config, options, stopping = self._request(key, seed)
         folder, seconds = self.trained_folder(name, kind, config, options, stopping)
         model, config, state = psg.load_run(folder, device=self.device)
-        return self.loaded(key, folder, model, config, state, seconds)
+        by = None if seconds is None else "main process"
+        if seconds is None and name in self.pool_seconds:
+            seconds, by = self.pool_seconds[name], "pool"
+        return dataclasses.replace(self.loaded(key, folder, model, config, state, seconds),
+                                   trained_by=by)
+
+    def needs_training(self, key, seed):
+        """Whether :meth:`model` would train ``(key, seed)`` now (no finished run of the same
+        request here or in ``--runs``). For ``dense_matched`` this loads (or trains) the same
+        seed's sparse model: its training codes fix the latent size."""
+        name = self.folder_name(key, seed)
+        if self._reusable(name) is not None:
+            return False
+        kind, config, options, stopping = self._request(key, seed)
+        folder = os.path.join(self.out, "models", name)
+        request = self._request_record(name, kind, config, options, stopping)
+        return not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request)
+
+    def _request_record(self, name, kind, config, options=None, stopping=None, model_class=None,
+                        data=None):
+        """What ``OUT/models/<name>/analysis_request.json`` records of a run: a finished run
+        with the same record is reused."""
+        train, monitor = data or (self.train, self.monitor)
+        settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in (options or {}).items()}
+        request = {"key": name.split("_seed")[0], "kind": kind, "config": settings,
+                   "options": options,
+                   "early_stopping": None if stopping is None else stopping.to_dict(),
+                   "train_images": len(train), "monitor_images": len(monitor),
+                   "mode": self.settings.mode}
+        if model_class is not None:
+            request["model_class"] = psg.checkpoint.class_path(model_class)
+        return request
 
     def trained_folder(self, name, kind, config, options=None, stopping=None, *,
                        model_class=None, data=None):
@@ -539,19 +749,12 @@ class Workspace:
         if folder is not None:
             return folder, None
         folder = os.path.join(self.out, "models", name)
-        settings = {k: v for k, v in config.to_dict().items() if k != "device"}
-        options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-        request = {"key": name.split("_seed")[0], "kind": kind, "config": settings,
-                   "options": options,
-                   "early_stopping": None if stopping is None else stopping.to_dict(),
-                   "train_images": len(train), "monitor_images": len(monitor),
-                   "mode": self.settings.mode}
-        if model_class is not None:
-            request["model_class"] = psg.checkpoint.class_path(model_class)
+        request = self._request_record(name, kind, config, options, stopping, model_class,
+                                       (train, monitor))
         seconds = None
         if not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request):
-            seconds = self._train(name, kind, config, options, stopping, folder, model_class,
-                                  (train, monitor))
+            seconds = self._train(name, kind, config, request["options"], stopping, folder,
+                                  model_class, (train, monitor))
             self.write_json(os.path.join(folder, REQUEST), request)
         return folder, seconds
 
@@ -719,6 +922,121 @@ class Workspace:
     def write_json(self, name, data):
         return self.write_text(name, json.dumps(finite_or_none(data), indent=2,
                                                 allow_nan=False) + "\n")
+
+
+# ------------------------------------------------------------------------------------------
+# Training the main models side by side
+
+# longest first; a seed's dense_matched waits for the same seed's sparse model (its training
+# codes fix the latent size)
+CORE_ORDER = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
+
+
+def train_core_models(ws):
+    """Train every missing ``(key, seed)`` of the main models (:data:`MODEL_KEYS` ×
+    :attr:`Workspace.seeds`) before the scripts ask for them: ``ws.jobs`` processes side by
+    side (a "spawn" :class:`concurrent.futures.ProcessPoolExecutor`), each with one torch
+    thread on CPU and its own :class:`Workspace` on the same ``OUT``, training exactly what
+    ``ws.model(key, seed)`` would into the same folder, so that the scripts then load the
+    finished runs; with one job, the same models in this process in the same order. Jobs run
+    longest first (:data:`CORE_ORDER`). Returns the run names trained. A failed job raises
+    :class:`AnalysisError` naming the model (after the jobs in flight end)."""
+    jobs = [(key, seed) for key in CORE_ORDER for seed in ws.seeds]
+    if ws.jobs == 1:
+        trained = []
+        for key, seed in jobs:
+            if ws.model(key, seed).trained_seconds is not None:
+                trained.append(ws.folder_name(key, seed))
+        return trained
+    tick = time.perf_counter()
+    # dense_matched is decided once its sparse model is finished: its request needs the codes
+    waiting = [job for job in jobs if job[0] == "dense_matched"]
+    ready = [job for job in jobs if job[0] != "dense_matched" and ws.needs_training(*job)]
+    running, trained = {}, []
+    settings = dataclasses.replace(ws.settings, progress=False)  # no bars from two processes
+    import concurrent.futures as cf
+    import multiprocessing
+
+    with cf.ProcessPoolExecutor(ws.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            while ready or running or waiting:
+                _submit(ws, pool, settings, ready, running)
+                for job in [j for j in waiting if ("sparse", j[1]) not in
+                            ready + list(running.values())]:
+                    waiting.remove(job)
+                    if ws.needs_training(*job):  # encodes the sparse training codes here
+                        ready.append(job)
+                        ready.sort(key=lambda j: (CORE_ORDER.index(j[0]), j[1]))
+                _submit(ws, pool, settings, ready, running)
+                if not running:
+                    continue
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    key, seed = running.pop(future)
+                    name = ws.folder_name(key, seed)
+                    try:
+                        outcome = future.result()
+                    except cf.process.BrokenProcessPool:
+                        outcome = {"error": "its training process ended unexpectedly "
+                                            "(killed, or out of memory?)", "user": True}
+                    _collect(ws, name, outcome)
+                    trained.append(name)
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+    ws.timings[f"train main models ({ws.jobs} processes)"] = time.perf_counter() - tick
+    return trained
+
+
+def _submit(ws, pool, settings, ready, running):
+    """Start ready jobs while a process is free; a dense_matched job carries its latent size
+    (the parent's, from the sparse model's training codes)."""
+    while ready and len(running) < ws.jobs:
+        key, seed = ready.pop(0)
+        matched = ws.matched_latent_dim(seed) if key == "dense_matched" else None
+        running[pool.submit(train_job, settings, key, seed, matched)] = (key, seed)
+
+
+def _collect(ws, name, outcome):
+    """Record a finished job's seconds, or raise its error as one line naming the model."""
+    if outcome.get("interrupted"):
+        raise KeyboardInterrupt
+    if "error" in outcome:
+        if not outcome.get("user"):
+            ws.log(f"training {name} failed in its process:\n{outcome.get('traceback', '')}")
+        raise AnalysisError(f"training {name} ({label(name.split('_seed')[0])}) failed: "
+                            f"{outcome['error']}")
+    ws.pool_seconds[name] = outcome["seconds"]
+    ws.timings[f"train {name}"] = outcome["seconds"]
+
+
+_WORKER = {}  # a training process's Workspace, built once (the data loaded once)
+
+
+def train_job(settings, key, seed, matched=None):
+    """One job of :func:`train_core_models`, in its own process: ``Workspace(settings)
+    .model(key, seed)`` (``matched``: dense_matched's latent size, as the parent computed it),
+    one torch thread on CPU. Returns ``{"seconds"}`` (``None`` when nothing was trained),
+    ``{"interrupted": True}`` or ``{"error": one line, "user": bool, "traceback"}``."""
+    import traceback
+
+    try:
+        ws = _WORKER.get("ws")
+        if ws is None or ws.settings != settings:
+            ws = _WORKER["ws"] = Workspace(settings)
+        ws._cache.clear()  # nothing of the previous job (its model) is kept
+        ws.timings.clear()
+        if matched is not None:
+            ws._cache[("matched", seed)] = matched
+        with cpu_threads(settings, ws.device):
+            ws.model(key, seed)
+        return {"seconds": ws.timings.get(f"train {ws.folder_name(key, seed)}")}
+    except KeyboardInterrupt:
+        return {"interrupted": True}
+    except Exception as e:  # noqa: BLE001 - handed to the parent as one line
+        return {"error": first_line(e), "traceback": traceback.format_exc(),
+                "user": isinstance(e, USER_ERRORS) or is_user_error(e)}
 
 
 def _read_json(path):

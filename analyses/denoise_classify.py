@@ -37,18 +37,20 @@ VARIANTS = (
 
 
 def entry(ws, key, clip=False, censored=False):
-    """Accuracy per sigma (mean, sd over seeds, or over noise repeats for one seed) and the
-    paired comparison of the sparse model against ``key``, both under the same variant."""
+    """Accuracy per sigma (mean, sd over seeds, or over noise repeats for one seed, and the
+    per-seed means: the noise draws averaged inside each seed) and the paired comparison of
+    the sparse model against ``key``, both under the same variant."""
     seeds = [0] if key is None else ws.seeds_of(key)
     variant = {"clip": clip, "censored": censored}
     # the floor has no inference to censor: its row is the clipped noisy images
     own = {"clip": clip or censored} if key is None else variant
-    out = {"mean": {}, "sd": {}, "comparison": {}}
+    out = {"mean": {}, "sd": {}, "comparison": {}, "seeds": {}}
     for sigma in common.NOISE_LEVELS:
         per_seed = [ws.denoise(key, s, **own)[sigma].accuracy for s in seeds]
         stacked = ev.Accuracy.stack(per_seed)
         s = common.sigma_text(sigma)
         out["mean"][s] = stacked.mean
+        out["seeds"][s] = [a.mean for a in per_seed]
         out["sd"][s] = (ev.mean_sd([a.mean for a in per_seed])[1] if len(per_seed) > 1
                         else stacked.sd)
         if key != "sparse":
@@ -63,10 +65,12 @@ def run(ws):
     ceiling = ws.denoise(None, clean=True)[0.0].accuracy.mean
 
     def clean(key, censored=False):
+        """``(mean over seeds, per seed)`` of the accuracy on reconstructions of clean images."""
         if key is None:
-            return ceiling
-        return ev.mean_sd([ws.denoise(key, s, clean=True, censored=censored)[0.0].accuracy.mean
-                           for s in ws.seeds_of(key)])[0]
+            return ceiling, [ceiling]
+        values = [ws.denoise(key, s, clean=True, censored=censored)[0.0].accuracy.mean
+                  for s in ws.seeds_of(key)]
+        return ev.mean_sd(values)[0], values
 
     results, blocks, curves = {}, [], {}
     seeds = len(ws.seeds)
@@ -91,9 +95,11 @@ def run(ws):
             results.setdefault(name, {}).update({
                 field: e["mean"], f"{field}_sd": e["sd"], f"{field}_comparison":
                 e["comparison"] or None})
-            ceiling_of = clean(key, variant.get("censored", False))
+            results[name].setdefault("seed_values", {})[field] = e["seeds"]
+            ceiling_of, per_seed = clean(key, variant.get("censored", False))
             if not variant.get("censored"):
                 results[name]["denoise_accuracy_clean"] = ceiling_of
+                results[name]["seed_values"]["denoise_accuracy_clean"] = per_seed
             rows.append([common.label(key), common.fmt_mean_sd(ceiling_of, None, 100)] +
                         [common.fmt_mean_sd(e["mean"][common.sigma_text(s)],
                                             e["sd"][common.sigma_text(s)], 100)

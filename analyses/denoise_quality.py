@@ -44,7 +44,11 @@ def run(ws):
                      for s in sigmas])
         results[key or "noisy_input"] = {
             "denoise_psnr": {common.sigma_text(s): float(psnr[s].mean()) for s in sigmas},
-            "denoise_ssim": {common.sigma_text(s): float(ssim[s].mean()) for s in sigmas}}
+            "denoise_ssim": {common.sigma_text(s): float(ssim[s].mean()) for s in sigmas},
+            "seed_values": {  # every seed scores as many images: their mean is the figure
+                f"denoise_{name}": {common.sigma_text(s): [
+                    float(getattr(ws.denoise(key, seed)[s], name).mean()) for seed in seeds]
+                    for s in sigmas} for name in ("psnr", "ssim")}}
     note = (f"Mean over the {len(ws.test)} test images; ± sd over the noise draws (and "
             "training seeds) — the same noisy images for every model — of "
             "skimage.metrics.peak_signal_noise_ratio and structural_similarity (data_range 1), "

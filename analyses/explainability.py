@@ -73,7 +73,8 @@ def run(ws):
                      common.fmt_mean_sd(jaccard, jaccard_sd if len(overlaps) > 1 else None,
                                         digits=3)])
         results[key] = {"class_jaccard": jaccard, "dimensions_used": overlap["dimensions_used"],
-                        "empty_class_sets": overlap["empty_class_sets"]}
+                        "empty_class_sets": overlap["empty_class_sets"],
+                        "seed_values": {"class_jaccard": [o["class_jaccard"] for o in overlaps]}}
         usage = overlap["usage"]
         ordered = usage.isel(latent=_block_order(usage.values))
         heat = psg.plots.plot_class_usage(

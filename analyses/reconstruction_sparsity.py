@@ -39,13 +39,16 @@ def reference_mse(ws):
 
 
 def entry(ws, key):
-    """Mean (and sd over seeds) of the sparsity summary of ``key``."""
+    """Mean (and sd over seeds) of the sparsity summary of ``key``; ``latent_dim`` is the
+    first seed's (the matched budget's varies by seed: ``seed_values``)."""
     per_seed = [ws.summary(key, s) for s in ws.seeds_of(key)]
-    out = {"latent_dim": per_seed[0]["latent_dim"], "seeds": ws.seeds_of(key)}
+    out = {"latent_dim": per_seed[0]["latent_dim"], "seeds": ws.seeds_of(key),
+           "seed_values": {"latent_dim": [p["latent_dim"] for p in per_seed]}}
     for field in FIELDS + ("inactive_fraction_inclusion",):
         values = [p.get(field) for p in per_seed]
         mean, sd = common.ev.mean_sd(values)
         out[field] = mean
+        out["seed_values"][field] = values
         if len(values) > 1 and field in FIELDS:
             out.setdefault("sd", {})[field] = sd
     return out
@@ -73,6 +76,24 @@ def run(ws):
     references = reference_mse(ws)
     for name, mse in references.items():
         rows.append([name, "0", common.fmt(mse, 4), "—", "—", "—", "0"])
+    t = ws.threshold
+    seeds = len(ws.seeds)
+    dims = ws.matched_latent_dims()
+    note = (f"Test set: {len(ws.test)} images; t = {t}. Zeroed MSE: the reconstruction with "
+            "every coordinate with |z| ≤ t set to exactly 0 (a sparse code must really be "
+            "sparse). Inclusion probabilities exist only for spike-and-slab priors (— "
+            "elsewhere). The matched-budget dense model has d = round(the sparse model's mean "
+            "active coordinates on its *training* codes), fixed per seed from that seed's "
+            f"sparse model: d = {', '.join(map(str, dims))}"
+            + (f" for seeds {', '.join(str(ws.settings.seed + s) for s in ws.seeds)}"
+               if seeds > 1 else "") + " (the table's d: the first seed's)."
+            + (f" Main models: mean ± sd over {seeds} training seeds." if seeds > 1 else ""))
+    blocks = [note, common.md_table(header, rows)]
+    results["reference_mse"] = references
+    if not ws.sweeps:
+        blocks.append("The slab-weight sweep and the sparsity frontier beyond the main models: "
+                      "not run (add --sweeps).")
+        return common.Section(NAME, TITLE, blocks, [], results)
     sweep, frontier = ws.sweep(), ws.frontier()
     sweep_rows, frontier_rows = [], []
     for w, key in sweep:
@@ -84,21 +105,12 @@ def run(ws):
         e = results.get(key) or entry(ws, key)
         results.setdefault(key, e)
         frontier_rows.append([str(d), f"`{key}`"] + row(ws, key, e)[2:])
-    t = ws.threshold
-    seeds = len(ws.seeds)
-    note = (f"Test set: {len(ws.test)} images; t = {t}. Zeroed MSE: the reconstruction with "
-            "every coordinate with |z| ≤ t set to exactly 0 (a sparse code must really be "
-            "sparse). Inclusion probabilities exist only for spike-and-slab priors (— "
-            "elsewhere). The matched-budget dense model has d = round(the sparse model's mean "
-            f"active coordinates on its *training* codes) = {ws.matched_latent_dim()}."
-            + (f" Main models: mean ± sd over {seeds} training seeds." if seeds > 1 else ""))
-    blocks = [note, common.md_table(header, rows),
-              "Slab-weight sweep (sparse models, one seed each):",
-              common.md_table(["final w"] + header[1:], sweep_rows),
-              "Dense ABP at several latent sizes (one seed each):",
-              common.md_table(["d", "key"] + header[2:], frontier_rows)]
+    blocks += ["Slab-weight sweep (sparse models, one seed each; the default: its seed mean):",
+               common.md_table(["final w"] + header[1:], sweep_rows),
+               "Dense ABP at several latent sizes (one seed each; the main models: their seed "
+               "means):",
+               common.md_table(["d", "key"] + header[2:], frontier_rows)]
     path = _frontier_figure(ws, results, sweep, frontier, references)
-    results["reference_mse"] = references
     results["sweep"] = {key: results[key] for _, key in sweep}
     results["frontier"] = {key: results[key] for _, key in frontier}
     return common.Section(NAME, TITLE, blocks,

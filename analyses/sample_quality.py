@@ -47,8 +47,9 @@ def run(ws):
     accuracy = extractor.accuracy(ws.test.images().numpy(), ws.test.labels)
     rows, results, figures = [], {}, []
     for key in common.MODEL_KEYS:
-        mean, sd, _ = ws.over_seeds(key, ws.sample_fid)
-        results[key] = {"sample_fid": mean, "sample_fid_sd": sd}
+        mean, sd, values = ws.over_seeds(key, ws.sample_fid)
+        results[key] = {"sample_fid": mean, "sample_fid_sd": sd,
+                        "seed_values": {"sample_fid": values}}
         rows.append([common.label(key), common.fmt_mean_sd(mean, sd, digits=2)])
         m = ws.model(key)
         samples = ev.sample_images(m.model, GRID[0] * GRID[1], seed=ws.settings.seed + 1,

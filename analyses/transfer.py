@@ -117,7 +117,8 @@ def run(ws):
         size = f"{e['data']} {e['image_size'][0]}×{e['image_size'][1]}"
         runs.append(f"{size}: {e['epochs']} epochs, {e['train_images']} training images")
         verdicts.append(f"{size}: {'met' if e['target_met'] else 'missed'}")
-    note = (f"Every model with the default settings on its own data ({'; '.join(runs)}), "
+    note = (f"One seed each (training seed {ws.settings.seed}). Every model with the default "
+            f"settings on its own data ({'; '.join(runs)}), "
             f"measured on the test images. The target — at least {INACTIVE_TARGET:.0%} "
             f"inactive (|z| ≤ {ws.threshold:g}) with a zeroed test MSE no worse than the test "
             f"MSE of a dense model with as many numbers per image — {'; '.join(verdicts)}.")

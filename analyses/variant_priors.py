@@ -142,8 +142,10 @@ def run(ws):
                          common.fmt(entry["prior_mean_active"], 1)])
             figures.append((f"{prior} prior ({route}): samples from its prior",
                             entry["figure"]))
-    note = (f"Each model trained with the default settings ({ws.base_config().optim.epochs} "
-            f"epochs) on the {len(ws.train)} training images; measured on the {len(ws.test)} "
+    note = (f"One seed each (training seed {ws.settings.seed}; the annealed class route is the "
+            "main sparse model's first seed). Each model trained with the default settings "
+            f"({ws.base_config().optim.epochs} epochs) on the {len(ws.train)} training images; "
+            f"measured on the {len(ws.test)} "
             f"test images. Active: |z| > {ws.threshold:g}; 'prior draws' counts the active "
             f"coordinates of {len(ws.test)} draws from each model's own prior at the end of "
             "training. Learned and hierarchical priors learn their slab weights once the "
