@@ -64,8 +64,9 @@ MONITOR_IMAGES = {"full": 500, "quick": 250, "tiny": 500}
 
 # Mode settings. --quick: 10 epochs, 3 seeds of the five main models trained two at a time on
 # 2 CPU cores, every test image (1,000 of mnist5k); the baselines train until their validation
-# ELBO stops improving (10..60 epochs). One seed with the sweeps took about 20 minutes on an
-# idle 2-core machine: 11 ABP models of ~45 s (3 main, 2 sweep, 4 frontier beyond the main
+# ELBO stops improving (10..60 epochs): 13.6 minutes on an idle 2-core machine (2026-12-04, no
+# --sweeps; the 15 core models in 4.7 minutes). One seed with the sweeps took about 20
+# minutes: 11 ABP models of ~45 s (3 main, 2 sweep, 4 frontier beyond the main
 # ones), 2 baselines of about a minute, 7 variant-prior models (~45 s; the hierarchical ones
 # ~110 s), 5 small transfer models (~80 s in all), the evaluation ~4 min (denoising: 3 variants
 # x 3 noise levels x 5 repeats of 1,000 images per model). The full mode: the authors' 100

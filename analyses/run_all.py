@@ -2,8 +2,8 @@
 figure, and the seed-level verdicts of the sparse recipe's targets) and ``OUT/results.json``
 (the numbers, for machines).
 
-    # 3 seeds of the five main models, 10 epochs, two trained at a time: about 20 minutes on
-    # an idle 2-core machine (estimated; --sweeps adds the one-seed extras, ~15 minutes more)
+    # 3 seeds of the five main models, 10 epochs, two trained at a time: 13.6 minutes on an
+    # idle 2-core machine (measured; --sweeps adds the one-seed extras, ~15 minutes more)
     python analyses/run_all.py --data mnist5k --out runs/analysis --quick
     # the full mode, the command for a GPU (or a long CPU run): 5 seeds, the authors' 100
     # epochs (the package's default config has 20), the sweeps, variant priors and transfer
