@@ -29,7 +29,7 @@ inclusion, small, evidence = exact(w, x)
 model = make_model(w)
 
 
-KERNEL = {"prior_step", "step_size", "crossing", "adapt_ladder", "init"}
+KERNEL = {"prior_step", "step_size", "crossing", "adapt_ladder", "init", "adapt_pairs"}
 
 
 def run(seed=1, tempering=None, pair_move=None, prior_refresh=True, **kw):

@@ -338,7 +338,9 @@ def test_the_explaining_away_posterior_from_over_dispersed_starts(float64):
     errors = {}
     for name, levels in (("plain", None), ("tempered", 12)):
         torch.manual_seed(1)
-        kernel = ShortRunLangevin(make_model(w), metropolis=True, tempering=levels)
+        # "plain": the sampler before issue 20 (MALA and the crossing move, no pair move)
+        kernel = ShortRunLangevin(make_model(w), metropolis=True, tempering=levels,
+                                  pair_move=None if levels else False)
         samples, _ = kernel.sample_chains(x, num_chains=4, num_draws=150, warmup_steps=400,
                                           thin=5)
         inc, sm = estimates(samples)
@@ -411,3 +413,105 @@ def test_the_pair_moves_other_side_pick_keeps_the_law_of_the_value_permutations(
     moved = forced.position != state.position
     assert bool((moved.sum(-1) == 2).all())  # every chain swapped two values...
     assert bool(((forced.position.abs() > 0.2) != (state.position.abs() > 0.2))[moved].all())
+
+
+def _twin_posterior_draws(n, noise=0.1):
+    """Exact draws ``[n, 2]`` from the two-twins posterior (one image), with its log density:
+    a gate pattern by its posterior probability, then the Gaussian given the gates."""
+    w, x, _ = _two_twins(1)
+    x = x[0]
+    patterns = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)))
+    var = torch.where(patterns > 0, 1.0, 0.05 ** 2)
+    log_prior = (patterns * math.log(0.3) + (1 - patterns) * math.log(0.7)).sum(-1)
+    cov = (w * var[:, None, :]) @ w.T + noise ** 2 * torch.eye(2)
+    post = (dist.MultivariateNormal(torch.zeros(2), cov).log_prob(x) + log_prior).softmax(0)
+    v = torch.linalg.inv(torch.diag_embed(1 / var) + w.T @ w / noise ** 2)
+    m = torch.einsum("pij,j->pi", v, w.T @ x / noise ** 2)
+    gates = torch.distributions.Categorical(post).sample((n,))
+    z = m[gates] + (torch.linalg.cholesky(v)[gates] @ torch.randn(n, 2, 1)).squeeze(-1)
+
+    def log_p(z):
+        return SpikeAndSlab(0.3, 1.0, 0.05).log_prob(z).sum(-1) + \
+            dist.Normal(z @ w.T, noise).log_prob(x).sum(-1)
+
+    return z, log_p
+
+
+def test_the_learned_pair_moves_keep_exact_draws_exact(float64):
+    # Stationarity of the pair move's learned branch alone (the transfer z_j += t, z_k -= t and
+    # the compensated crossing): 40,000 exact posterior draws of two twins (their images depend
+    # on the sum, which both moves keep, so these moves alone trade the explanation) stay
+    # exact after 20 moves each: the slab fractions and the moments against the draws'.
+    from pyro_sparsegen.infer.core import (Options, density_from_log_prob, draw_randoms,
+                                           langevin_init, pair_step)
+
+    torch.manual_seed(0)
+    z, log_p = _twin_posterior_draws(40000)
+    plain = density_from_log_prob(log_p)
+
+    def density(position, global_position):  # the crossing move's scale ratio (slab / spike)
+        d = plain(position, global_position)
+        return d._replace(log_scale_ratio=torch.full_like(position, math.log(1.0 / 0.05)))
+
+    sites = (torch.arange(2), torch.zeros(2, dtype=torch.long), torch.full((2,), 2))
+    pick = (torch.tensor([[0.0, 0.5, 1.0, 1.0]]), torch.full((1, 4), 0.8))  # (0, 1), (1, 0)
+    options = Options(metropolis=True, pairs=True, crossing=True)
+    state = langevin_init(z.reshape(-1, 1, 2).clone(), density)
+    moved = torch.zeros(z.shape[0], dtype=torch.bool)
+    for _ in range(20):
+        r = draw_randoms(state, options, None, False, sites, pick)
+        before = state.position
+        state, _, _ = pair_step(state, density, r.pair_first, r.pair_second, r.pair_log_u,
+                                torch.zeros_like(r.pair_opposite), r.pair_scores, r.pair_index,
+                                r.pair_shift, r.pair_cross)
+        moved |= (state.position != before).any(-1).reshape(-1)
+    after = state.position.reshape(-1, 2)
+    assert float(moved.double().mean()) > 0.5  # the moves were taken
+    for f in (lambda v: (v.abs() > 0.2).double(), lambda v: v, lambda v: v ** 2,
+              lambda v: v.prod(-1, keepdim=True)):
+        a, b = f(after), f(z)
+        se = (a.var(0) / len(a) + b.var(0) / len(b)).sqrt()
+        assert ((a.mean(0) - b.mean(0)).abs() <= 4 * se).all(), (a.mean(0), b.mean(0), se)
+
+
+def test_the_pair_pick_learns_the_twins_and_their_ridge():
+    from pyro_sparsegen.infer.adaptation import PairPick
+
+    torch.manual_seed(0)
+    sites = (torch.tensor([0, 1, 2]), torch.zeros(3, dtype=torch.long), torch.full((3,), 3))
+    pairs = PairPick(sites, 2, torch.float64, "cpu")
+    assert pairs.pick() is None  # nothing recorded yet
+    s = 0.01 * torch.randn(4000, 2, dtype=torch.float64)
+    d = torch.randn(4000, 2, dtype=torch.float64)
+    # coordinates 0 and 1 share their sum (z0 + z1 = 2 s, nearly fixed; z0 - z1 = 2 d): twins
+    position = torch.stack([s + d, s - d, torch.randn(4000, 2, dtype=torch.float64)], -1)
+    for chunk in position.split(500):
+        pairs.record(chunk)
+    cdf, scale = pairs.pick()
+    prob = torch.diff(cdf, prepend=cdf.new_zeros(2, 1)).reshape(2, 3, 3)
+    assert torch.allclose(prob.diagonal(dim1=-2, dim2=-1), torch.zeros(2, 3, dtype=prob.dtype))
+    # half uniform over the six ordered pairs, half on the one anticorrelated pair
+    assert torch.allclose(prob[:, 0, 1], torch.full_like(prob[:, 0, 1], 0.5 / 6 + 0.25),
+                          atol=0.02)
+    assert torch.allclose(prob[:, 0, 2], torch.full_like(prob[:, 0, 2], 0.5 / 6), atol=0.02)
+    assert torch.allclose(prob, prob.transpose(-1, -2))  # symmetric
+    grid = scale.reshape(2, 3, 3)
+    assert torch.allclose(grid, grid.transpose(-1, -2))  # symmetric: the transfer is exact
+    # the transfer's scale: 1.19 sd(z0 - z1) = 1.19 * 2
+    assert torch.allclose(scale.reshape(2, 3, 3)[:, 0, 1],
+                          torch.full((2,), 2.38, dtype=torch.float64), rtol=0.05)
+
+
+def test_the_derived_graph_follows_a_new_layout_of_the_random_inputs(float64):
+    # The learned pick arrives in the middle of the warm-up and adds the transfer's inputs: a
+    # graph traced before must not ignore them (traced anew), so a derived run draws what an
+    # eager one draws.
+    w, x = problem()
+    out = {}
+    for derive in (True, False):
+        torch.manual_seed(3)
+        kernel = ShortRunLangevin(make_model(w), metropolis=True, derive=derive)
+        samples, _ = kernel.sample_chains(x[:2], num_chains=2, num_draws=20, warmup_steps=200,
+                                          thin=2)
+        out[derive] = samples["z"]
+    assert torch.allclose(out[True], out[False], atol=1e-8)

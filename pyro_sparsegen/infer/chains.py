@@ -8,6 +8,7 @@ adaptation, the swaps and their statistics are tensor arithmetic).
 import torch
 
 from . import tempering
+from .adaptation import PairPick
 from .core import draw_randoms
 
 POOL = 64  # transitions' worth of the hottest level's prior draws drawn at once
@@ -15,6 +16,10 @@ POOL = 64  # transitions' worth of the hottest level's prior draws drawn at once
 #: (tracing the model), which its cheaper steps repay after about 200 transitions on a small
 #: model and never on a large one, where the step's arithmetic dominates (benchmarks.md).
 SHORT_RUN = 200
+#: The pair move's pick is learned from the coldest states of the warm-up's second quarter
+#: (after the first, which leaves the starts) on, used from its half and re-learned at its end;
+#: a warm-up shorter than this keeps the uniform pick.
+PAIR_WARMUP = 100
 PER_DRAW = ("log_density", "log_likelihood", "accept_prob", "diverging", "step_size")
 
 
@@ -123,9 +128,13 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
     draws, stats, levels_ll = [], {k: [] for k in PER_DRAW}, []
     accept = diverging = None
     k = num_chains  # the coldest level's rows (level-major), what is kept
+    pair_sites = getattr(target, "pair_sites", None)
+    pairs = PairPick(pair_sites, target.num_chains, target.dtype, target.device) \
+        if options.pairs and kernel.adapt_pairs and warmup_steps >= PAIR_WARMUP else None
+    pick = None
     for i in range(warmup_steps + num_draws * thin):
         randoms = draw_randoms(state, options, target.mixture_index, target.global_size > 0,
-                               getattr(target, "pair_sites", None))
+                               pair_sites, pick)
         if ladder is None:
             state, info = dyn.step(state, randoms, local_step, global_step)
         else:
@@ -139,6 +148,10 @@ def sample_chains(kernel, args, kwargs, *, num_chains, num_draws, warmup_steps, 
                     adapt, info, final=i == warmup_steps - 1)
             if ladder is not None and i + 1 in ladder.rounds:
                 state = ladder.adapt(state)
+            if pairs is not None and i >= warmup_steps // 4:
+                pairs.record(state.position[:k])
+                if i + 1 in (warmup_steps // 2, warmup_steps):
+                    pick = pairs.pick()
             if ladder is not None and i == warmup_steps - 1:
                 ladder.swap_sum.zero_()  # the kept statistics count the kept transitions
                 ladder.count = 0

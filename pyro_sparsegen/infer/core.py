@@ -123,6 +123,11 @@ class Randoms(NamedTuple):
     pair_opposite: Optional[torch.Tensor] = None  # [*R, N] bool: this transition's pick
     pair_scores: Optional[torch.Tensor] = None  # [*R, N, P] uniforms; -1 off the first's site
     pair_index: Optional[torch.Tensor] = None  # [P] int64 positions in dim of the candidates
+    # the pair move's learned branch (where not pair_opposite, once a pick is learned): the
+    # mass transfer z_j += shift, z_k -= shift, or where pair_cross is +-1 the compensated
+    # crossing (see pair_step), instead of the swap
+    pair_shift: Optional[torch.Tensor] = None  # [*R, N]
+    pair_cross: Optional[torch.Tensor] = None  # [*R, N] -1, 0 or 1
 
 
 class Options(NamedTuple):
@@ -145,7 +150,8 @@ def langevin_init(position, density_fn, global_position=None):
     return LangevinState(position, global_position, density_fn(position, global_position))
 
 
-def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites=None):
+def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites=None,
+                 pair_pick=None):
     """:class:`Randoms` for one transition from ``state`` (the torch global generator).
 
     :param mixture_index: int64 ``[M]`` positions in ``dim`` of the scale-mixture coordinates,
@@ -159,6 +165,16 @@ def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites
         is none): one in the slab, one in the spike, the swap that moves an explanation
         from one twin to the other. Both picks are symmetric (the second because swapping
         the two values leaves the number on each side unchanged), so their mixture is.
+    :param pair_pick: ``(cdf, scale)``, each ``[N, P * P]`` over the ordered pairs ``(j,
+        k)`` (row-major over the candidates of ``pair_sites``) per element of the chain plate
+        (learned in warm-up, :class:`~pyro_sparsegen.infer.adaptation.PairPick`), or ``None``.
+        When given, the uniform branch draws a pair from ``cdf`` and makes, with probability
+        1/2 each, a *mass transfer* ``z_j += t, z_k -= t`` with ``t ~ N(0, scale_jk^2)`` (a
+        walk along the ridge where two near-duplicate columns explain the image by their
+        sum; the pick and the scales do not depend on the state and are symmetric, so the
+        move ``(j, k, t)`` is the move ``(k, j, -t)`` with the same probability, Jacobian 1)
+        or, with ``options.crossing``, a *compensated crossing* (``z_k`` to the other
+        component by ``rho^(+-1)``, ``z_j`` keeping their sum: :func:`pair_step`).
     """
     z = state.position
     lead = z.shape[:-1]
@@ -175,15 +191,26 @@ def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites
     log_u_g = _log_uniform(g.shape[:-1], g) if has_global and options.metropolis else None
     pair, opposite = (None, None, None), (None, None, None)
     if options.pairs and pair_sites is not None and pair_sites[0].numel():
-        pair, opposite = _draw_pair(lead, z, *pair_sites)
-    return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair, None, None, *opposite)
+        pair, opposite = _draw_pair(lead, z, *pair_sites, pick=pair_pick)
+    learned = (None, None)
+    if len(pair) == 4:  # the learned branch's transfer and compensated crossing
+        pair, shift = pair[:3], pair[3]
+        turn = torch.zeros_like(shift)
+        if options.crossing:
+            coin = torch.randint(4, shift.shape, device=z.device)  # 0, 1: transfer
+            turn = torch.where(coin == 2, 1.0, torch.where(coin == 3, -1.0, 0.0)).to(z.dtype)
+        learned = (shift, turn)
+    return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair, None, None, *opposite, *learned)
 
 
-def _draw_pair(lead, like, index, start, size):
+def _draw_pair(lead, like, index, start, size, pick=None):
     """``((first, second, log_u), (opposite, scores, index))`` of the pair move. The uniform
     second pick: ``P(j, k) = 1 / (M (m - 1))`` with ``m`` the size of their site, the same for
     ``(k, j)``. The other-side pick is made in :func:`pair_step` from ``scores`` (uniforms on
-    ``j``'s site, -1 elsewhere), where it sees the state the move starts from."""
+    ``j``'s site, -1 elsewhere), where it sees the state the move starts from; its first
+    coordinate ``j`` stays uniform (its symmetry needs that). With ``pick`` (``(cdf, scale)``)
+    the other branch's ordered pair is drawn from ``cdf`` and its transfer's shift from
+    ``N(0, scale^2)``: ``((first, second, log_u, shift), ...)``."""
     j = torch.randint(index.numel(), lead, device=like.device)
     m = size[j]
     offset = (torch.rand(lead, device=like.device, dtype=like.dtype) * (m - 1)).long()
@@ -192,7 +219,20 @@ def _draw_pair(lead, like, index, start, size):
     same_site = start == start[j].unsqueeze(-1)  # [*lead, P]
     scores = torch.where(same_site, torch.rand(same_site.shape, device=like.device,
                                                dtype=like.dtype), -1.0)
-    return (index[j], index[k], _log_uniform(lead, like)), (opposite, scores, index)
+    if pick is None:
+        return (index[j], index[k], _log_uniform(lead, like)), (opposite, scores, index)
+    cdf, scale = pick  # one searchsorted per element of the chain plate over its rows
+    p, n = index.numel(), cdf.shape[0]
+    u = torch.rand(lead, device=like.device, dtype=cdf.dtype)
+    flat = torch.searchsorted(cdf, u.reshape(-1, n).transpose(0, 1).contiguous()) \
+        .clamp(max=p * p - 1)  # [N, rows]
+    sd = scale.gather(-1, flat).transpose(0, 1).reshape(lead).to(like.dtype)
+    flat = flat.transpose(0, 1).reshape(lead)
+    first = torch.where(opposite, j, flat // p)
+    second = torch.where(opposite, k, flat % p)
+    shift = torch.randn(lead, device=like.device, dtype=like.dtype) * sd
+    return (index[first], index[second], _log_uniform(lead, like), shift), \
+        (opposite, scores, index)
 
 
 def _log_uniform(shape, like):
@@ -346,7 +386,7 @@ def _jump(state, density_fn, proposal, log_u, log_jacobian=0.0):
 
 
 def pair_step(state, density_fn, first, second, log_u, opposite=None, scores=None,
-              index=None):
+              index=None, shift=None, cross=None):
     """A Metropolis move that swaps the values of two scale-mixture coordinates of one chain
     (``first``, ``second``: ``[*R, N]`` positions in ``dim``), e.g. one twin of a pair of
     near-duplicate dictionary columns for the other, which moves of one coordinate at a time
@@ -358,6 +398,14 @@ def pair_step(state, density_fn, first, second, log_u, opposite=None, scores=Non
         (:class:`Randoms`): where set, ``second`` is replaced by the candidate of highest
         score on the other side of ``|z| = PAIR_CUT`` from ``z[first]`` (``first`` when there
         is none): a uniform pick among them, made from the state the move starts from.
+    :param shift: ``[*R, N]``: where ``opposite`` is not set, the move is the mass transfer
+        ``z[first] += shift, z[second] -= shift`` instead of the swap (a translation: Jacobian
+        1; symmetric, see :func:`draw_randoms`)...
+    :param cross: ``[*R, N]`` in ``{-1, 0, 1}``: ...or, where it is not 0, the compensated
+        crossing: ``z[second]`` scaled by ``rho^cross`` (``rho`` its slab-to-spike scale
+        ratio, as the crossing move) and ``z[first]`` takes up the difference, so that their
+        sum (what twin columns' images depend on) stays; the reverse move is the same pair
+        with ``-cross``, the Jacobian ``rho^cross``.
     :return: ``(state, accepted, diverging)``
     """
     z = state.position
@@ -369,7 +417,21 @@ def pair_step(state, density_fn, first, second, log_u, opposite=None, scores=Non
         second = torch.where(opposite, other, second)
     i, j = first.unsqueeze(-1), second.unsqueeze(-1)
     proposal = z.scatter(-1, i, z.gather(-1, j)).scatter(-1, j, z.gather(-1, i))
-    return _jump(state, density_fn, proposal, log_u)
+    if shift is None:
+        return _jump(state, density_fn, proposal, log_u)
+    t = shift.unsqueeze(-1)
+    learned = z.scatter_add(-1, i, t).scatter_add(-1, j, -t)  # the transfer
+    log_jacobian = torch.zeros_like(shift)
+    ratio = state.density.log_scale_ratio
+    if cross is not None and ratio is not None:  # the compensated crossing
+        log_rho = ratio.gather(-1, j).squeeze(-1) * cross
+        value = z.gather(-1, j)
+        moved = value * log_rho.exp().unsqueeze(-1)
+        compensated = z.scatter(-1, j, moved).scatter_add(-1, i, value - moved)
+        learned = torch.where((cross != 0).unsqueeze(-1), compensated, learned)
+        log_jacobian = torch.where(opposite, 0.0, log_rho)
+    proposal = torch.where(opposite.unsqueeze(-1), proposal, learned)
+    return _jump(state, density_fn, proposal, log_u, log_jacobian)
 
 
 def global_step(state, density_fn, step_size, eps=None, log_u=None, *, precondition=False,
@@ -426,7 +488,8 @@ def langevin_step(state, density_fn, step_size, randoms=None, options=Options(),
         state, paired, pair_div = pair_step(state, density_fn, randoms.pair_first,
                                             randoms.pair_second, randoms.pair_log_u,
                                             randoms.pair_opposite, randoms.pair_scores,
-                                            randoms.pair_index)
+                                            randoms.pair_index, randoms.pair_shift,
+                                            randoms.pair_cross)
         diverging = diverging | pair_div
     global_accept = accept_prob.new_ones(accept_prob.shape[:-1])
     if state.global_position.shape[-1] > 0:

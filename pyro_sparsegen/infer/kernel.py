@@ -127,6 +127,10 @@ class ShortRunLangevin(MCMCContract):
         one line otherwise); ``sample_chains`` only (``pyro.infer.MCMC`` refuses it).
     :param bool adapt_ladder: with tempering, move the levels during warm-up so that the swap
         rejection rates are equal along the ladder (Syed et al. 2021).
+    :param bool adapt_pairs: in :meth:`sample_chains`' warm-up, learn which coordinates
+        explain each other away (negatively correlated slab indicators) and draw half of the
+        pair move's pairs from that pick after it (:class:`~pyro_sparsegen.infer.adaptation.
+        PairPick`; exact: the pick is fixed once the draws are kept).
     :param bool prior_refresh: with tempering, when the hottest level is at ``beta = 0`` (its
         target the prior), replace its Langevin step by an independent draw from the model's
         prior every transition (exact: a Gibbs move), so that the hot end forgets its state at
@@ -154,7 +158,8 @@ class ShortRunLangevin(MCMCContract):
                  chain_plate=None, adapt_step_size=None,
                  target_accept_prob=adaptation.TARGET_ACCEPT_PROB, crossing=None,
                  compile=False, derive=True, max_energy_error=MAX_ENERGY_ERROR,
-                 pair_move=None, tempering=None, adapt_ladder=True, prior_refresh=True):
+                 pair_move=None, tempering=None, adapt_ladder=True, prior_refresh=True,
+                 adapt_pairs=True):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) \
@@ -208,6 +213,8 @@ class ShortRunLangevin(MCMCContract):
         self.tempering = tempering
         #: whether warm-up adapts the ladder
         self.adapt_ladder = bool(adapt_ladder)
+        #: whether :meth:`sample_chains`' warm-up learns the pair move's pick
+        self.adapt_pairs = bool(adapt_pairs)
         self.prior_refresh = bool(prior_refresh)
         self.compile = bool(compile)
         self.derive = bool(derive)

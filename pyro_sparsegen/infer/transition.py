@@ -90,6 +90,7 @@ class Transition:
         self._tensors, self._rebuild = _split_args(target.args, target.kwargs)
         self._curvature = options.precondition
         self._crossing = options.crossing
+        self._layout = None  # which random inputs the derived step graph was traced with
 
     # -- the model's own evaluation (the source of truth) --
     def density_fn(self, args, kwargs, beta=None):
@@ -274,8 +275,16 @@ class Transition:
                           "density depends on Python state that changes between calls)")
 
     def step(self, state, randoms, step_size, global_step_size, ladder=None):
-        """One transition (and, tempered, one swap step); see the class's text."""
+        """One transition (and, tempered, one swap step); see the class's text. A graph is
+        traced for one layout of the random inputs (which moves are on): another layout (e.g.
+        the pair move's learned pick arriving mid-run) is traced anew."""
+        layout = tuple(r is None for r in randoms) + \
+            (None if ladder is None else ladder.prior is None,)
+        if self.graph_step is not None and layout != self._layout:
+            self.graph_init = self.graph_step = None
+            self.compiled = False
         if self.graph_step is None and self.want_graph and self.failed is None:
+            self._layout = layout
             self._derive(state, randoms, step_size, global_step_size, ladder)
         elif self.compile and not self.compiled and self.graph_step is not None and \
                 self.runs >= COMPILE_AFTER:
