@@ -526,6 +526,24 @@ def test_a_failed_training_job_is_one_line_naming_the_model(tiny_run, tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("low, high, expected", [
+    (0.0105, 0.067, ["0.01", "0.02", "0.05"]), (3, 100, ["5", "10", "20", "50", "100"]),
+    (0.0121, 0.0139, None)])  # narrower than any 1-2-5 tick: matplotlib's linear ones
+def test_the_frontiers_log_axes_have_few_plain_labels(low, high, expected):
+    fig = common.figure(7.0, 4.5)
+    ax = fig.subplots()
+    ax.plot([1, 2], [low, high])
+    ax.set_yscale("log")
+    reconstruction_sparsity._plain_log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    bottom, top = ax.get_ylim()
+    shown = [t.label1.get_text() for t in ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+             if t.label1.get_visible() and t.label1.get_text() and bottom <= t.get_loc() <= top]
+    # not matplotlib's 6×10⁻² on every minor tick, which overlap
+    assert shown == expected if expected else 3 <= len(shown) <= 8
+    assert all(float(text) > 0 for text in shown)  # plain numbers
+
+
 def test_the_learned_scale_runs_only_when_asked(tmp_path):
     for flag in ([], ["--learned-scale"]):
         ws = common.Workspace(common.parse_settings("run_all", "", CORE_ONLY + [
