@@ -16,7 +16,11 @@ Model keys:
   coordinates on its *training* codes (``|z| >`` the config's threshold, 0.2), at least 1;
 - ``dense_d<D>``: dense ABP with latent size D (the sparsity frontier);
 - ``beta_vae``, ``vsc``: :func:`pyro_sparsegen.baselines.train_baseline` with the baselines'
-  own recommended training (:func:`pyro_sparsegen.baselines.recommended`).
+  own recommended training (:func:`pyro_sparsegen.baselines.recommended`);
+- ``sparse_learned_scale`` (:data:`LEARNED_SCALE`): the sparse model with
+  ``prior.kind = "learned-scale"`` (slab weights and slab scales per dimension, learned after
+  the annealing), on the main models' seeds; trained with the main models only with
+  ``--learned-scale`` (``learned_scale.py`` compares it with ``sparse``).
 
 Seeds: the five main models (the core comparison) are trained on several seeds — 5 in the
 full mode, 3 with ``--quick``, 2 in the tests' ``--tiny`` — (``OUT/models/<key>`` for the
@@ -54,6 +58,7 @@ from pyro_sparsegen.errors import (  # noqa: E402
 from pyro_sparsegen.runtime import resolve_device  # noqa: E402
 
 MODEL_KEYS = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
+LEARNED_SCALE = "sparse_learned_scale"  # the candidate default of issue 22, item 2
 BASELINE_KINDS = ("beta_vae", "vsc")
 NOISE_LEVELS = ev.NOISE_LEVELS
 REQUEST = "analysis_request.json"  # what a model folder was trained for (written when done)
@@ -97,6 +102,7 @@ def label(key):
     """Human-readable name of a model key."""
     names = {"sparse": "sparse (annealed spike-and-slab ABP)", "dense_abp": "dense ABP",
              "dense_matched": "dense ABP, matched budget", "beta_vae": "β-VAE", "vsc": "VSC",
+             LEARNED_SCALE: "sparse, learned slab weights and scales",
              None: "noisy input, no model (floor)", "noisy_input": "noisy input (floor)"}
     if key is not None and key.startswith("sparse_w"):
         return f"sparse, final w = {key[len('sparse_w'):]}"
@@ -124,6 +130,7 @@ class Settings:
     progress: bool = False
     sweeps: bool = False
     jobs: int = None
+    learned_scale: bool = False
 
     @property
     def mode(self):
@@ -162,6 +169,10 @@ def parser(prog, description, *, jobs=False):
                    help="also the one-seed extras with --quick: the slab-weight sweep, the "
                         "sparsity frontier beyond the main models, the variant priors and the "
                         "transfer runs (the full mode always runs them)")
+    p.add_argument("--learned-scale", action="store_true",
+                   help="also the sparse model with learned slab weights and scales (prior "
+                        "kind learned-scale) on the main models' seeds, and run_all's "
+                        "comparison of it with the sparse model (learned_scale.py)")
     p.add_argument("--runs", metavar="DIR",
                    help="reuse the finished models in DIR/models/<key>/ (or DIR/<key>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -202,7 +213,8 @@ def parse_settings(prog, description, argv=None, *, jobs=False):
     return Settings(data=args.data, out=args.out, quick=args.quick, tiny=args.tiny,
                     runs=args.runs, device=args.device, seed=args.seed, seeds=args.seeds,
                     threads=args.threads, beta=args.beta, progress=sys.stderr.isatty(),
-                    sweeps=args.sweeps, jobs=getattr(args, "jobs", None))
+                    sweeps=args.sweeps, jobs=getattr(args, "jobs", None),
+                    learned_scale=args.learned_scale)
 
 
 def _fail_args(prog, message):
@@ -557,7 +569,7 @@ class Workspace:
         return list(range(self.settings.seeds or self.mode["seeds"]))
 
     def seeds_of(self, key):
-        return self.seeds if key in MODEL_KEYS else [0]
+        return self.seeds if key in MODEL_KEYS or key == LEARNED_SCALE else [0]
 
     @property
     def sweeps(self):
@@ -671,6 +683,9 @@ class Workspace:
         config = self.base_config(seed)
         if key == "sparse":
             return "abp", config, {}, None
+        if key == LEARNED_SCALE:
+            config.prior.kind = "learned-scale"
+            return "abp", config.validate(), {}, None
         if key.startswith("sparse_w"):
             config.prior.final_slab_weight = float(key[len("sparse_w"):])
             return "abp", config.validate(), {}, None
@@ -933,16 +948,24 @@ class Workspace:
 CORE_ORDER = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
 
 
+def core_keys(ws):
+    """The models :func:`train_core_models` trains, in its order: :data:`CORE_ORDER`, and
+    :data:`LEARNED_SCALE` after ``sparse`` with ``--learned-scale``."""
+    return CORE_ORDER[:1] + ((LEARNED_SCALE,) if ws.settings.learned_scale else ()) + \
+        CORE_ORDER[1:]
+
+
 def train_core_models(ws):
-    """Train every missing ``(key, seed)`` of the main models (:data:`MODEL_KEYS` ×
+    """Train every missing ``(key, seed)`` of the main models (:func:`core_keys` ×
     :attr:`Workspace.seeds`) before the scripts ask for them: ``ws.jobs`` processes side by
     side (a "spawn" :class:`concurrent.futures.ProcessPoolExecutor`), each with one torch
     thread on CPU and its own :class:`Workspace` on the same ``OUT``, training exactly what
     ``ws.model(key, seed)`` would into the same folder, so that the scripts then load the
     finished runs; with one job, the same models in this process in the same order. Jobs run
-    longest first (:data:`CORE_ORDER`). Returns the run names trained. A failed job raises
+    longest first (:func:`core_keys`). Returns the run names trained. A failed job raises
     :class:`AnalysisError` naming the model (after the jobs in flight end)."""
-    jobs = [(key, seed) for key in CORE_ORDER for seed in ws.seeds]
+    order = core_keys(ws)
+    jobs = [(key, seed) for key in order for seed in ws.seeds]
     if ws.jobs == 1:
         trained = []
         for key, seed in jobs:
@@ -967,7 +990,7 @@ def train_core_models(ws):
                     waiting.remove(job)
                     if ws.needs_training(*job):  # encodes the sparse training codes here
                         ready.append(job)
-                        ready.sort(key=lambda j: (CORE_ORDER.index(j[0]), j[1]))
+                        ready.sort(key=lambda j: (order.index(j[0]), j[1]))
                 _submit(ws, pool, settings, ready, running)
                 if not running:
                     continue

@@ -10,6 +10,7 @@ Writes ``OUT/reconstruction_sparsity.md`` (the tables), ``.json`` and
 the sweep's sparse models against dense ABP at d = 4 ... 100).
 """
 
+import math
 import os
 import sys
 
@@ -143,13 +144,35 @@ def _frontier_figure(ws, results, sweep, frontier, references):
     values = [results[k][f] for _, k in sweep + frontier for f in ("zeroed_mse", "test_mse")]
     if all(v is not None and np.isfinite(v) and v > 0 for v in values):
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
     if all(x is not None and x > 0 for x in xs + sx):
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     ax.set_xlabel(f"mean active coordinates per image (|z| > {ws.threshold})")
     ax.set_ylabel("per-pixel MSE on test images")
     ax.set_title("The sparsity frontier")
     ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return common.save_figure(fig, ws.figure_path("sparsity_frontier.png"))
+
+
+LOG_TICKS = ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), tuple(range(1, 10)))
+
+
+def _plain_log_ticks(axis):
+    """Labels at 1, 2 and 5 times the powers of ten (a denser set where the axis spans too
+    little for three of them), as plain numbers (``0.02``, ``50``), none on the minor ticks:
+    on an axis spanning about a decade matplotlib's own labels every minor tick as
+    ``6×10⁻²``, and the labels overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = sorted(axis.get_view_interval())
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for subs in LOG_TICKS:
+        if sum(low <= s * 10.0**k <= high for k in decades for s in subs) >= 3:
+            break
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def main(argv=None):

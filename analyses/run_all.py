@@ -9,6 +9,8 @@ figure, and the seed-level verdicts of the sparse recipe's targets) and ``OUT/re
     # epochs (the package's default config has 20), the sweeps, variant priors and transfer
     # runs included; on 2 CPU cores about 3 hours for mnist5k (estimated; not measured on a GPU)
     python analyses/run_all.py --data mnist5k --out runs/full --device cuda
+    # the quick run with the sparse model's learned-scale twin compared with it over the seeds
+    python analyses/run_all.py --data mnist5k --out runs/analysis --quick --learned-scale
 
 The main models' missing seeds are trained first, ``--jobs`` at a time (default 2 on CPU, 1 on
 CUDA; :func:`common.train_core_models`); the scripts then load the finished runs. ``--sweeps``
@@ -38,6 +40,16 @@ baselines' training settings, the models (``trained_by``: ``pool``, ``main proce
 ``null`` when reused), the sweep, frontier, variant and transfer models (empty when skipped),
 the reference MSEs and FIDs, the targets and the timings. Numbers that are not defined for a
 model are ``null``.
+
+With ``--learned-scale`` the sparse model with learned slab weights and scales
+(``sparse_learned_scale``) is trained on the main models' seeds with them, and the key
+``learned_scale`` holds ``learned_scale.py``'s comparison: ``models`` → ``sparse`` /
+``sparse_learned_scale`` → ``sample_fid``, ``zeroed_mse``, ``test_mse``, ``train_active``,
+``prior_active`` (mean active coordinates of the training codes and of prior draws),
+``slab_scale``, ``slab_weight`` (the learned prior's means), each a seed mean with ``*_sd`` and
+``seed_values``; ``verdicts`` → ``sample_fid``, ``zeroed_mse`` (:func:`common.seed_verdict`,
+positive = the learned scale better; margins 5 % and 10 %) and ``default`` (the issue's rule:
+``make it the default`` or ``keep the annealed default``). Without the flag it is empty.
 """
 
 import os
@@ -51,14 +63,16 @@ import classify_codes
 import denoise_classify
 import denoise_quality
 import explainability
+import learned_scale
 import reconstruction_sparsity
 import sample_quality
 import transfer
 import variant_priors
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           sample_quality, explainability, variant_priors, transfer)
+           sample_quality, explainability, variant_priors, transfer, learned_scale)
 SWEEP_SCRIPTS = (variant_priors, transfer)  # only with --sweeps (or in the full mode)
+LEARNED_SCALE_SCRIPTS = (learned_scale,)  # only with --learned-scale
 RESULT_KEYS = common.MODEL_KEYS + ("noisy_input",)
 TARGET_SIGMAS = ("0.5", "0.7")
 INACTIVE_TARGET, JACCARD_TARGET, MSE_RATIO_TARGET = 0.85, 0.3, 2.0
@@ -73,8 +87,10 @@ SKIP_LINE = ("Not run (one seed each; add `--sweeps`, or run the full mode): "
 
 def scripts_for(ws):
     """The scripts this run runs: all of :data:`SCRIPTS` with the sweeps, else those not in
-    :data:`SWEEP_SCRIPTS`."""
-    return tuple(s for s in SCRIPTS if ws.sweeps or s not in SWEEP_SCRIPTS)
+    :data:`SWEEP_SCRIPTS`; those of :data:`LEARNED_SCALE_SCRIPTS` only with
+    ``--learned-scale``."""
+    return tuple(s for s in SCRIPTS if (ws.sweeps or s not in SWEEP_SCRIPTS) and
+                 (ws.settings.learned_scale or s not in LEARNED_SCALE_SCRIPTS))
 
 
 def run(ws):
@@ -93,6 +109,7 @@ def run(ws):
     ws.timings["total"] = time.perf_counter() - tick
     results = {key: merged.get(key, {}) for key in RESULT_KEYS}
     results["verdicts"] = verdicts(results)
+    results["learned_scale"] = merged.get("learned_scale", {})
     checks = targets(results, merged.get("transfer"), threshold=ws.threshold,
                      sweeps=ws.sweeps)
     results["meta"] = {
@@ -105,7 +122,8 @@ def run(ws):
                                        "denoise_accuracy_clipped": True},
                      "matched_latent_dim": ws.matched_latent_dim(0),
                      "matched_latent_dims": ws.matched_latent_dims(),
-                     "sweeps": ws.sweeps, "jobs": ws.jobs},
+                     "sweeps": ws.sweeps, "jobs": ws.jobs,
+                     "learned_scale": ws.settings.learned_scale},
         "skipped": [] if ws.sweeps else list(SKIPPED),
         "baselines": baseline_settings(ws),
         "models": {ws.folder_name(key, seed): {

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+from .config import PRIOR_KINDS
 from .errors import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, SparsegenError, first_line,
                      is_user_error, report_bug)
 from .files import FolderLock, output_folder
@@ -63,10 +64,11 @@ def build_parser():
     t.add_argument("--num-steps", type=int, help="Langevin steps per batch K")
     t.add_argument("--prior-step", choices=["explicit", "semi-implicit"],
                    help="how the Langevin step treats the prior (default semi-implicit)")
-    t.add_argument("--prior", choices=["annealed", "learned", "hierarchical"],
+    t.add_argument("--prior", choices=PRIOR_KINDS,
                    help="the built-in model's prior: the annealed schedule (default), or slab "
-                        "weights learned after the annealing (per dimension, or Beta-"
-                        "distributed with learned concentrations)")
+                        "weights learned after the annealing (per dimension; learned-scale: "
+                        "the slab scales too; hierarchical: Beta-distributed with learned "
+                        "concentrations)")
     t.add_argument("--noise", action="store_true", default=None,
                    help="Langevin noise on in training (with --prior-step explicit: ULA)")
     t.add_argument("--metropolis", action="store_true", default=None,

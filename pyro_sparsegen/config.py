@@ -27,7 +27,7 @@ RECIPES = {
     "v1": {("prior", "preset"): "v1", ("network", "input_norm"): None,
            ("network", "noise_scale"): 0.3},
 }
-PRIOR_KINDS = ("annealed", "learned", "hierarchical")
+PRIOR_KINDS = ("annealed", "learned", "learned-scale", "hierarchical")  # SparseGenerator's
 MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -136,7 +136,9 @@ class PriorConfig:
     """The annealing schedule: a preset (sized to the run's length) or an explicit schedule."""
 
     preset: str = "default"
-    kind: str = "annealed"  # "learned" / "hierarchical": slab weights learned after annealing
+    # "learned" / "hierarchical": slab weights learned after the annealing; "learned-scale":
+    # slab weights and slab scales (per dimension)
+    kind: str = "annealed"
     final_slab_weight: Optional[float] = None  # overrides the preset's floor
     spike_scale: Optional[float] = None  # overrides the preset's final spike scale
     schedule: Optional[dict] = None  # an explicit Schedule.to_dict(); wins over the preset

@@ -15,7 +15,8 @@ from .distributions import SpikeAndSlab, base_distribution, isotropic_normal_log
 from .runtime import forked_rng
 
 LIKELIHOODS = ("normal", "bernoulli")
-PRIORS = ("annealed", "learned", "hierarchical")
+PRIORS = ("annealed", "learned", "learned-scale", "hierarchical")
+LEARNED_WEIGHTS = ("learned", "learned-scale")  # the kinds with per-dimension slab weights
 CONCENTRATION = 10.0  # a + b of the hierarchical prior's Beta at the hand-over
 
 
@@ -106,6 +107,11 @@ class SparseGenerator(PyroModule):
         dense N(0, 1) prior.
     :param float noise_scale: the likelihood's standard deviation ``sigma``.
     :param str likelihood: ``"normal"`` (default) or ``"bernoulli"`` (pixels as probabilities).
+    :param str prior: ``"annealed"`` (default: the schedule's prior throughout), or learned
+        once the annealing has ended: ``"learned"`` (per-dimension slab weights),
+        ``"learned-scale"`` (per-dimension slab weights and slab scales; the spike scale stays
+        the schedule's) or ``"hierarchical"`` (Beta-distributed weights, learned
+        concentrations).
 
     Example::
 
@@ -146,9 +152,12 @@ class SparseGenerator(PyroModule):
             self.register_buffer("handed_over", torch.tensor(handover_iteration is not None,
                                                              device=like.device))
             d = int(network.latent_dim)
-            if prior == "learned":  # per-dimension slab weights w_j = sigmoid(slab_logit_j)
+            if prior in LEARNED_WEIGHTS:  # per-dimension slab weights w_j = sigmoid(slab_logit_j)
                 self.slab_logit = torch.nn.Parameter(torch.zeros(d, dtype=like.dtype,
                                                                  device=like.device))
+            if prior == "learned-scale":  # and slab scales s_j = exp(slab_log_scale_j)
+                self.slab_log_scale = torch.nn.Parameter(torch.zeros(d, dtype=like.dtype,
+                                                                     device=like.device))
             else:  # w_j ~ Beta(a, b), a global latent; (log a, log b) learned
                 self.log_concentration = torch.nn.Parameter(torch.zeros(
                     2, dtype=like.dtype, device=like.device))
@@ -207,10 +216,13 @@ class SparseGenerator(PyroModule):
                 self._hand_over()
 
     def _hand_over(self):
-        """Start learning the slab weights, from the schedule's final weight."""
-        final = min(max(self.schedule(self.schedule.end).slab_weight, 1e-3), 1 - 1e-3)
-        if self.prior_kind == "learned":
+        """Start learning the slab weights (and scales), from the schedule's final ones."""
+        end = self.schedule(self.schedule.end)
+        final = min(max(end.slab_weight, 1e-3), 1 - 1e-3)
+        if self.prior_kind in LEARNED_WEIGHTS:
             self.slab_logit.fill_(math.log(final / (1 - final)))
+            if self.prior_kind == "learned-scale":
+                self.slab_log_scale.fill_(math.log(end.slab_scale))
         else:
             self.log_concentration.copy_(torch.tensor(
                 [math.log(CONCENTRATION * final), math.log(CONCENTRATION * (1 - final))]))
@@ -234,13 +246,15 @@ class SparseGenerator(PyroModule):
     def prior(self, slab_weight=None):
         """The per-coordinate prior of ``z`` at the current iteration (override for variants):
         a :class:`~pyro_sparsegen.SpikeAndSlab` on views of the ``prior_state`` buffer; with
-        ``prior="learned"`` the learned weights once handed over; with ``"hierarchical"``
+        ``prior="learned"`` the learned weights once handed over (``"learned-scale"``: the
+        learned weights and slab scales, ``[latent_dim]`` each); with ``"hierarchical"``
         ``slab_weight`` (the global latent ``w``, ``[latent_dim]``) once handed over."""
         state = self.prior_state
-        if self.prior_kind == "learned":
-            learned = torch.sigmoid(self.slab_logit)
-            return SpikeAndSlab(torch.where(self.handed_over, learned, state[0]), state[1],
-                                state[2], validate_args=False)
+        if self.prior_kind in LEARNED_WEIGHTS:
+            weight = torch.where(self.handed_over, torch.sigmoid(self.slab_logit), state[0])
+            scale = state[1] if self.prior_kind == "learned" else \
+                torch.where(self.handed_over, self.slab_log_scale.exp(), state[1])
+            return SpikeAndSlab(weight, scale, state[2], validate_args=False)
         if self.prior_kind == "hierarchical":
             if slab_weight is None:  # outside the model: the hyperprior's mean
                 a, b = self.log_concentration.exp()

@@ -28,6 +28,7 @@ import common  # noqa: E402
 import denoise_classify  # noqa: E402
 import denoise_quality  # noqa: E402
 import explainability  # noqa: E402
+import learned_scale  # noqa: E402
 import reconstruction_sparsity  # noqa: E402
 import run_all  # noqa: E402
 import sample_quality  # noqa: E402
@@ -497,10 +498,11 @@ def test_matched_budget_is_fixed_per_seed(core_only):
 
 def test_without_sweeps_the_one_seed_extras_are_skipped(core_only):
     out, ws, results, ran = core_only
-    assert ran == [s.NAME for s in run_all.SCRIPTS
-                   if s not in run_all.SWEEP_SCRIPTS + (reconstruction_sparsity,)]
+    assert ran == [s.NAME for s in run_all.SCRIPTS if s not in run_all.SWEEP_SCRIPTS +
+                   run_all.LEARNED_SCALE_SCRIPTS + (reconstruction_sparsity,)]
     meta = results["meta"]
     assert meta["skipped"] == list(run_all.SKIPPED) and meta["settings"]["sweeps"] is False
+    assert meta["settings"]["learned_scale"] is False and results["learned_scale"] == {}
     for key in ("sweep", "frontier", "variants", "transfer"):
         assert meta[key] == {}, key
     assert {m["key"] for m in meta["models"].values()} == set(common.MODEL_KEYS)
@@ -522,6 +524,81 @@ def test_a_failed_training_job_is_one_line_naming_the_model(tiny_run, tmp_path):
         common._collect(ws, "vsc_seed1", outcome)
     assert str(caught.value).startswith("training vsc_seed1 (VSC) failed: ")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.0105, 0.067, ["0.01", "0.02", "0.05"]), (3, 100, ["5", "10", "20", "50", "100"]),
+    (0.0121, 0.0139, None)])  # narrower than any 1-2-5 tick: matplotlib's linear ones
+def test_the_frontiers_log_axes_have_few_plain_labels(low, high, expected):
+    fig = common.figure(7.0, 4.5)
+    ax = fig.subplots()
+    ax.plot([1, 2], [low, high])
+    ax.set_yscale("log")
+    reconstruction_sparsity._plain_log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    bottom, top = ax.get_ylim()
+    shown = [t.label1.get_text() for t in ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+             if t.label1.get_visible() and t.label1.get_text() and bottom <= t.get_loc() <= top]
+    # not matplotlib's 6×10⁻² on every minor tick, which overlap
+    assert shown == expected if expected else 3 <= len(shown) <= 8
+    assert all(float(text) > 0 for text in shown)  # plain numbers
+
+
+def test_the_learned_scale_runs_only_when_asked(tmp_path):
+    for flag in ([], ["--learned-scale"]):
+        ws = common.Workspace(common.parse_settings("run_all", "", CORE_ONLY + [
+            "--out", str(tmp_path)] + flag, jobs=True))
+        asked = bool(flag)
+        assert (learned_scale in run_all.scripts_for(ws)) is asked
+        assert common.core_keys(ws)[:2] == (("sparse", common.LEARNED_SCALE) if asked else
+                                            ("sparse", "dense_abp"))
+        assert set(common.core_keys(ws)) - {common.LEARNED_SCALE} == set(common.MODEL_KEYS)
+        assert ws.seeds_of(common.LEARNED_SCALE) == ws.seeds == [0, 1]
+
+
+def test_the_learned_scale_verdicts_follow_the_issues_rule():
+    def entries(fid, mse):  # the learned scale's seed values; sparse: FID 10, zeroed MSE 1
+        return {common.LEARNED_SCALE: {"seed_values": {"sample_fid": fid, "zeroed_mse": mse}},
+                "sparse": {"seed_values": {"sample_fid": [10.0, 10.2, 9.8],
+                                           "zeroed_mse": [1.0, 1.02, 0.98]}}}
+
+    better_fid = [8.0, 8.1, 7.9]
+    found = learned_scale.verdicts(entries(better_fid, [1.08, 1.10, 1.06]))  # 8 % worse
+    assert found["sample_fid"]["verdict"] == "wins"
+    assert found["zeroed_mse"]["verdict"] == "not worse"
+    assert found["default"] == "make it the default"
+    found = learned_scale.verdicts(entries(better_fid, [1.12, 1.14, 1.10]))  # 12 % worse
+    assert found["zeroed_mse"]["verdict"] == "loses"
+    assert found["default"] == "keep the annealed default"
+    found = learned_scale.verdicts(entries([10.0, 10.1, 9.9], [0.9, 0.92, 0.88]))
+    assert found["sample_fid"]["verdict"] == "not worse"  # no win on FID: no new default
+    assert found["default"] == "keep the annealed default"
+
+
+def test_the_learned_scale_against_sparse(tiny_run, tmp_path, capsys):
+    # one seed (the encoding of each model's codes is most of the time; two seeds' verdicts
+    # are the test above's)
+    assert learned_scale.main(TINY + ["--out", str(tmp_path), "--runs", str(tiny_run),
+                                      "--seeds", "1"]) == 0
+    # the sparse model reused, the learned-scale one trained on its seed
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [common.LEARNED_SCALE]
+    assert_filled((tmp_path / "learned_scale.md").read_text())
+    numbers = json.loads((tmp_path / "learned_scale.json").read_text())["learned_scale"]
+    for key, entry in numbers["models"].items():
+        for field in learned_scale.FIELDS:
+            values = entry["seed_values"][field]
+            assert len(values) == 1, (key, field)
+            if key == common.LEARNED_SCALE or not field.startswith("slab_"):
+                assert_finite(entry[field], f"{key}.{field}")
+    assert set(numbers["models"]) == {"sparse", common.LEARNED_SCALE}
+    for field in ("sample_fid", "zeroed_mse"):
+        assert numbers["verdicts"][field]["verdict"] == common.ONE_SEED
+    assert numbers["verdicts"]["default"] == common.ONE_SEED
+    state = psg.checkpoint.load(str(tmp_path / "models" / common.LEARNED_SCALE /
+                                    "checkpoint.h5"))
+    assert state.config["prior"]["kind"] == "learned-scale"
+    assert state.model_state["slab_log_scale"].abs().min() > 0  # learned from log 1
+    assert learned_scale.TITLE in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.NAME)

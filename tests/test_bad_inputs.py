@@ -185,6 +185,19 @@ def test_unwritable_output_folder(tmp_path, capsys):
               match="pyro_sparsegen_run")
 
 
+def test_a_bad_prior_kind_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = cli_error(capsys, ["train", "--out", str(out), "--prior", "learned_scale", *TINY],
+                    match="invalid choice: 'learned_scale'")
+    assert "learned-scale" in err  # the choices are named
+    config = tmp_path / "c.toml"
+    config.write_text('[prior]\nkind = "scaled"\n')
+    cli_error(capsys, ["train", "--out", str(out), "--config", str(config), *TINY],
+              match="prior.kind must be one of ('annealed', 'learned', 'learned-scale', "
+                    "'hierarchical'), got 'scaled'")
+    assert not out.exists()
+
+
 def test_existing_run_needs_resume(run_dir, capsys):
     before = digest(run_dir)
     cli_error(capsys, ["train", "--out", str(run_dir), *TINY], match="--resume")

@@ -55,14 +55,18 @@ def test_sample_and_reconstruct_write_pngs(run_dir, tmp_path):
 
 def test_config_file_and_flags(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('[network]\nlatent_dim = 3\nhidden = [8]\n[langevin]\nnum_steps = 3\n')
+    config.write_text('[network]\nlatent_dim = 3\nhidden = [8]\n[langevin]\nnum_steps = 3\n'
+                      '[prior]\nkind = "learned"\n')
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--config", str(config), "--data", "digits",
-                 "--epochs", "1", "--eval-images", "20", "--quiet", "--device", "cpu"]) == 0
+                 "--epochs", "1", "--eval-images", "20", "--quiet", "--device", "cpu",
+                 "--prior", "learned-scale"]) == 0  # the flag wins over the file
     from pyro_sparsegen.builders import load_run
 
     model, cfg, _ = load_run(out)
     assert model.latent_dim == 3 and cfg.network.hidden == (8,) and cfg.langevin.num_steps == 3
+    assert cfg.prior.kind == model.prior_kind == "learned-scale"
+    assert model.slab_log_scale.shape == (3,)
 
 
 def test_module_entry_point_error_is_one_line(tmp_path):

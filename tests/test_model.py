@@ -8,7 +8,8 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_sparsegen import MLPGenerator, ShortRunLangevin, SparseGenerator, SpikeAndSlab, schedules
+from pyro_sparsegen import (ABP, MLPGenerator, ShortRunLangevin, SparseGenerator, SpikeAndSlab,
+                            schedules)
 
 D, SHAPE = 5, (1, 4, 4)
 
@@ -175,6 +176,74 @@ def test_inclusion_probability(float64):
         LaplaceGenerator(MLPGenerator(D, SHAPE, hidden=(8,))).inclusion_probability(z)
 
 
+# ---- the learned-scale prior -----------------------------------------------------------------
+
+SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _learned_scale(slab_weight=0.3):
+    """A learned-scale model handed over at once (constant schedule: slab scale 1.5, spike
+    0.1), its learned weights set to ``slab_weight`` and its slab scales to :data:`SCALES`
+    (``float64``: the tests' dtype)."""
+    model = _model(schedules.constant(0.3, 1.5, 0.1), prior="learned-scale")
+    assert model.handover_iteration == 0
+    torch.testing.assert_close(model.slab_log_scale.exp().detach(),
+                               torch.full((D,), 1.5))  # from the schedule's final slab scale
+    with torch.no_grad():
+        model.slab_logit.fill_(math.log(slab_weight / (1 - slab_weight)))
+        model.slab_log_scale.copy_(torch.tensor(SCALES).log())
+    return model
+
+
+def test_the_learned_scale_prior_reads_its_per_dimension_scales(float64):
+    model, scales = _learned_scale(), torch.tensor(SCALES)
+    prior = model.prior()
+    torch.testing.assert_close(prior.slab_scale.detach(), scales)
+    torch.testing.assert_close(prior.spike_scale, torch.full((D,), 0.1))  # the schedule's
+    z = torch.tensor([[0.0, 0.05, 0.3, 1.0, -2.0], [0.6, -0.6, 0.6, -0.6, 0.6]])
+    expected = SpikeAndSlab(torch.full((D,), 0.3), scales, 0.1).inclusion_probability(z)
+    torch.testing.assert_close(model.inclusion_probability(z).detach(), expected)
+    # the crossing move jumps by each dimension's log(slab scale / spike scale)
+    target = ShortRunLangevin(model, metropolis=True, noise=True).target((_images(2),))
+    density = target.density(*target.pack_free({"z": z}), crossing=True)
+    torch.testing.assert_close(density.log_scale_ratio, (scales / 0.1).log().expand(2, D))
+
+
+def test_generate_draws_from_the_learned_scales(float64):
+    pyro.set_rng_seed(0)
+    n = 4000
+    _, z = _learned_scale(slab_weight=1 - 1e-9).generate(n)  # every coordinate in its slab
+    # the sd of n normal draws has a standard error of about sd / sqrt(2 n)
+    assert ((z.std(0) / torch.tensor(SCALES) - 1).abs() < 5 / math.sqrt(2 * n)).all()
+
+
+def _learned_slab_scale(true_scale):
+    """The slab scales learned by 15 ABP steps on images of codes drawn with slab scale
+    ``true_scale`` (the generator fixed: it is the one that made the images)."""
+    pyro.set_rng_seed(0)
+    network = MLPGenerator(4, SHAPE, hidden=(16,))
+    with torch.no_grad():  # a generator that the codes move: inference finds them
+        network.net[0].weight.mul_(4.0)
+        network.net[2].weight.mul_(4.0)
+        z = SpikeAndSlab(0.5, true_scale, 0.1).sample((50, 4))
+        x = network(z) + 0.1 * torch.randn(50, *SHAPE)
+    network.requires_grad_(False).train(False)  # the prior's parameters alone are learned
+    model = SparseGenerator(network, schedule=schedules.constant(0.5, 1.0, 0.1),
+                            noise_scale=0.1, prior="learned-scale")
+    kernel = ShortRunLangevin(model, noise=False, prior_step="semi-implicit", num_steps=30,
+                              step_size=0.1, derive=False)  # short runs: no graph to derive
+    abp = ABP(model, kernel, pyro.optim.Adam({"lr": 0.15}), num_data=50)
+    for _ in range(15):
+        abp.step(x)
+    return model.slab_log_scale.exp().detach()
+
+
+def test_the_learned_slab_scale_moves_where_the_data_want_it(float64):
+    # from the schedule's slab scale 1: down for codes of slab scale 0.4, up for 2.5
+    assert (_learned_slab_scale(0.4) < 0.6).all()  # reached 0.22 .. 0.43
+    assert (_learned_slab_scale(2.5) > 1.15).all()  # reached 1.24 .. 1.41
+
+
 # ---- fast-path terms -------------------------------------------------------------------------
 
 
@@ -247,6 +316,7 @@ def test_prior_with_wrong_event_shape_is_rejected(float64):
     (dict(noise_scale=-1.0), "noise_scale"),
     (dict(noise_scale=math.inf), "noise_scale"),
     (dict(likelihood="poisson"), "likelihood"),
+    (dict(prior="learned_scale"), "prior must be one of"),
     (dict(schedule={"slab_weight": 0.1}), "schedule"),
 ])
 def test_constructor_validation(kwargs, match):

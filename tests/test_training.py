@@ -1,4 +1,5 @@
 import csv
+import math
 import os
 import random
 import signal
@@ -23,6 +24,7 @@ from pyro_sparsegen.infer import ShortRunLangevin
 from pyro_sparsegen.metrics import active_mask
 from pyro_sparsegen.monitor import evaluate
 from pyro_sparsegen.networks import MLPGenerator
+from pyro_sparsegen.schedules import Curve, Schedule
 from pyro_sparsegen.training import train
 
 
@@ -148,6 +150,29 @@ def test_interrupt_saves_mid_epoch_and_resumes_exactly(tmp_path):
     assert resumed.model.iteration == 4
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def learned_scale_config():
+    """The tiny run with the learned-scale prior handed over after its first step (the
+    schedule ends at iteration 1, at slab weight 0.5 and slab scale 1.5)."""
+    schedule = Schedule(Curve("linear", 1.0, 0.5, 0, 1), 1.5, 0.1)
+    return tiny_config(prior__kind="learned-scale", prior__schedule=schedule.to_dict())
+
+
+def test_a_learned_prior_resumes_bit_exact_and_loads(tmp_path):
+    # the learned-scale prior holds both learned parameters: slab_logit (prior="learned"'s
+    # too) and slab_log_scale
+    straight = run(learned_scale_config(), tmp_path / "a", figures=False).model
+    run(learned_scale_config(), tmp_path / "b", figures=False, stop_after=1)  # handed over
+    resumed = run(learned_scale_config(), tmp_path / "b", figures=False, resume=True).model
+    start = {"slab_logit": 0.0, "slab_log_scale": math.log(1.5)}  # the hand-over's values
+    for name, value in start.items():  # learned since, restored and learned on exactly
+        assert (getattr(straight, name) - value).abs().min() > 1e-4, name
+    assert straight.handover_iteration == resumed.handover_iteration == 1
+    assert same_weights(straight, resumed)
+    loaded, _, _ = load_run(tmp_path / "b")
+    assert loaded.prior_kind == "learned-scale" and same_weights(straight, loaded)
+    torch.testing.assert_close(loaded.prior().slab_scale, straight.prior().slab_scale)
 
 
 class LaplaceSlab(SparseGenerator):
