@@ -47,8 +47,9 @@ Earlier names kept as aliases for one release (they do not warn yet): ``encode``
 """
 
 from .adapters import decode, encode, images_to_codes, reconstruct, sample_images
+from .bayes import BayesDenoised, bayes_denoise, predictive_probabilities
 from .compare import Accuracy, PairedComparison, mcnemar_exact, mean_sd, paired_comparison, verdict
-from .corruption import CensoredNormal, censored
+from .corruption import CensoredNormal, censored, noise_inflated
 from .denoise import (NOISE_LEVELS, REPEATS, DenoiseRun, PixelClassifier, denoise,
                       denoise_accuracy, denoise_accuracy_clipped, fit_logistic,
                       fit_pixel_classifier, image_quality)
@@ -60,12 +61,13 @@ from .sparsity import (THRESHOLD, class_overlap, class_usage, codes_posterior, d
                        encode_codes, reconstruction_sparsity, sparsity_summary)
 
 __all__ = [
-    "Accuracy", "add_noise", "censored", "CensoredNormal", "class_overlap", "class_usage",
-    "codes_posterior", "count_name", "dataset_codes", "decode", "denoise", "denoise_accuracy",
-    "denoise_accuracy_clipped", "DenoiseRun", "encode", "encode_codes", "FeatureClassifier",
-    "fid", "fit_feature_classifier", "fit_logistic", "fit_pixel_classifier", "frechet_distance",
-    "gaussian_statistics", "image_quality", "images_to_codes", "LABEL_COUNTS", "label_subset",
-    "linear_probe", "mcnemar_exact", "mean_sd", "NOISE_LEVELS", "paired_comparison",
-    "PairedComparison", "PixelClassifier", "reconstruct", "reconstruction_sparsity", "REPEATS",
-    "sample_fid", "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
+    "Accuracy", "add_noise", "bayes_denoise", "BayesDenoised", "censored", "CensoredNormal",
+    "class_overlap", "class_usage", "codes_posterior", "count_name", "dataset_codes", "decode",
+    "denoise", "denoise_accuracy", "denoise_accuracy_clipped", "DenoiseRun", "encode",
+    "encode_codes", "FeatureClassifier", "fid", "fit_feature_classifier", "fit_logistic",
+    "fit_pixel_classifier", "frechet_distance", "gaussian_statistics", "image_quality",
+    "images_to_codes", "LABEL_COUNTS", "label_subset", "linear_probe", "mcnemar_exact", "mean_sd",
+    "NOISE_LEVELS", "noise_inflated", "paired_comparison", "PairedComparison", "PixelClassifier",
+    "predictive_probabilities", "reconstruct", "reconstruction_sparsity", "REPEATS", "sample_fid",
+    "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
 ]
