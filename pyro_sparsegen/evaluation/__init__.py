@@ -29,6 +29,10 @@ The protocols (details in each module):
   authors' ``test_noise`` compares with the noisy one, a slip). The clipped variant is a second,
   harder table; :mod:`~.corruption` gives its labelled variant, inference with a censored
   Gaussian likelihood that models the clipping (:func:`censored`).
+- :mod:`~.bayes`: Bayes denoising, a labelled variant (:func:`bayes_denoise`): the likelihood
+  scale inflated to ``sqrt(s^2 + sigma^2)`` (:func:`noise_inflated`), the code's posterior drawn
+  by the tempered exact sampler, the classifier's probabilities averaged over the decoded
+  draws, the posterior-mean image for PSNR / SSIM, with the sampler's R-hat and ESS.
 - :mod:`~.probes`: linear probes on the codes with 100 / 1,000 / all labels.
 - :mod:`~.sparsity`: test MSE, zeroed MSE (every ``|z_j| <= 0.2``, the
   :data:`~pyro_sparsegen.distributions.ACTIVE_THRESHOLD`, set to 0), inactive fraction,
