@@ -192,8 +192,9 @@ def bayes_denoise(model, noisy, sigma, *, classifier=None, levels=LEVELS, chains
     tick = time.perf_counter()
     with seeded(seed, device):
         for start in range(0, len(noisy), batch_size):
-            x = torch.as_tensor(np.asarray(noisy[start:start + batch_size]), dtype=dtype,
-                                device=device)
+            x = noisy[start:start + batch_size]
+            x = x.to(device=device, dtype=dtype) if isinstance(x, torch.Tensor) else \
+                torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
             with torch.enable_grad():
                 samples, stats = kernel.sample_chains(x, num_chains=chains, num_draws=draws,
                                                       warmup_steps=warmup, thin=thin)
