@@ -78,18 +78,28 @@ MONITOR_IMAGES = {"full": 500, "quick": 250, "tiny": 500}
 # epochs for every model built from base_config (the package's default config has 20; the
 # transfer runs keep the config's length), 5 seeds, the sweeps included. --tiny (hidden, for
 # the tests): a few hundred digits, a small network, two seeds, a short evidence run.
-# "evidence": (warm-up, draws, thin) of variant_priors' replica-exchange run.
+# "evidence": (warm-up, draws, thin) of variant_priors' replica-exchange run. "bayes_denoise":
+# the test images and sampler settings of bayes_denoise.py (the labelled variant; run by
+# run_all.py in the full mode or with --bayes-denoise): 200 class-spread test images and the
+# evaluation's default sampler (~2 minutes per model and noise level on one CPU thread,
+# docs/experiments.md), a few images and a token sampler in the tests' --tiny.
+BAYES_DENOISE = {"images": 200, "levels": ev.bayes.LEVELS, "chains": ev.bayes.CHAINS,
+                 "warmup": ev.bayes.WARMUP, "draws": ev.bayes.DRAWS, "thin": ev.bayes.THIN}
 MODES = {
     "full": {"epochs": 100, "seeds": 5, "test_images": None, "repeats": ev.REPEATS,
              "baseline_max_epochs": 200, "sweep": (0.2, 0.1, 0.05, 0.01),
-             "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2)},
+             "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2),
+             "bayes_denoise": BAYES_DENOISE},
     "quick": {"epochs": 10, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
               "baseline_max_epochs": 60, "sweep": (0.1, 0.01),
-              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2)},
+              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2),
+              "bayes_denoise": BAYES_DENOISE},
     "tiny": {"epochs": 3, "seeds": 2, "test_images": 100, "repeats": 2,
              "baseline_max_epochs": 5, "sweep": (0.1,), "frontier": (2, 4, 6), "fid_epochs": 3,
              "train_images": 200, "latent_dim": 6, "hidden": (32,), "batch_size": 25,
-             "noise_scale": 0.1, "evidence": (60, 30, 1)},
+             "noise_scale": 0.1, "evidence": (60, 30, 1),
+             "bayes_denoise": {"images": 4, "levels": 2, "chains": 2, "warmup": 10, "draws": 5,
+                               "thin": 1}},
 }
 PROBE_LABELS = ev.LABEL_COUNTS
 
@@ -131,6 +141,7 @@ class Settings:
     sweeps: bool = False
     jobs: int = None
     learned_scale: bool = False
+    bayes_denoise: bool = False
 
     @property
     def mode(self):
@@ -142,6 +153,12 @@ class Settings:
         the main models, the variant priors and the transfer runs (``--sweeps``; always in
         the full mode)."""
         return self.sweeps or self.mode == "full"
+
+    @property
+    def run_bayes_denoise(self):
+        """Whether ``run_all.py`` runs the Bayes denoising variant (``--bayes-denoise``; always
+        in the full mode)."""
+        return self.bayes_denoise or self.mode == "full"
 
     @property
     def options(self):
@@ -182,6 +199,9 @@ def parser(prog, description, *, jobs=False):
                    help="CPU threads for torch and BLAS (default 1 on CPU: the small matrix "
                         "products gain little from more and lose much on shared cores)")
     p.add_argument("--beta", type=float, default=1.0, help="the β-VAE's β (default 1)")
+    p.add_argument("--bayes-denoise", action="store_true",
+                   help="run_all.py: also the Bayes denoising variant (the tempered exact "
+                        "sampler on 200 test images; always in the full mode)")
     if jobs:
         p.add_argument("--jobs", type=int, default=None,
                        help="processes that train the main models' missing seeds side by side "
@@ -214,7 +234,8 @@ def parse_settings(prog, description, argv=None, *, jobs=False):
                     runs=args.runs, device=args.device, seed=args.seed, seeds=args.seeds,
                     threads=args.threads, beta=args.beta, progress=sys.stderr.isatty(),
                     sweeps=args.sweeps, jobs=getattr(args, "jobs", None),
-                    learned_scale=args.learned_scale)
+                    learned_scale=args.learned_scale,
+                    bayes_denoise=args.bayes_denoise)
 
 
 def _fail_args(prog, message):

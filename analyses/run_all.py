@@ -18,6 +18,12 @@ CUDA; :func:`common.train_core_models`); the scripts then load the finished runs
 models, the variant priors and the transfer runs, one seed each; without it the report says in
 one line what was skipped, their ``meta`` entries are empty and the transfer targets read "not
 run (--sweeps)".
+``--bayes-denoise`` (always on in the full mode) adds the labelled Bayes denoising variant
+(``bayes_denoise.py``: the tempered exact sampler on 200 test images at σ 0.5 and 0.7 for the
+sparse and dense ABP models, about 2.5 minutes per model, seed and noise level on one CPU
+thread: 45 minutes for 3 seeds); its fields (``bayes_denoise_accuracy``, ``_psnr``, ``_ssim``,
+``_seconds_per_image``, ``_convergence``, ``_authors_protocol``) join the models' entries, its
+verdicts and settings ``meta.bayes_denoise``; without it the report says so in one line.
 
 ``results.json`` has one entry per model key (``sparse``, ``dense_abp``, ``dense_matched``,
 ``beta_vae``, ``vsc``, and ``noisy_input`` for the floor) with ``test_mse``, ``zeroed_mse``,
@@ -59,6 +65,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
+import bayes_denoise
 import classify_codes
 import denoise_classify
 import denoise_quality
@@ -69,10 +76,16 @@ import sample_quality
 import transfer
 import variant_priors
 
-SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, classify_codes,
-           sample_quality, explainability, variant_priors, transfer, learned_scale)
+SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, bayes_denoise,
+           classify_codes, sample_quality, explainability, variant_priors, transfer,
+           learned_scale)
 SWEEP_SCRIPTS = (variant_priors, transfer)  # only with --sweeps (or in the full mode)
 LEARNED_SCALE_SCRIPTS = (learned_scale,)  # only with --learned-scale
+# only with --bayes-denoise (or in the full mode): the tempered sampler on 200 test images,
+# about 2.5 minutes per model, seed and noise level on CPU
+BAYES_SCRIPTS = (bayes_denoise,)
+BAYES_SKIP_LINE = ("Not run: the Bayes denoising variant (tempered exact sampler; add "
+                   "`--bayes-denoise`, or run the full mode).")
 RESULT_KEYS = common.MODEL_KEYS + ("noisy_input",)
 TARGET_SIGMAS = ("0.5", "0.7")
 INACTIVE_TARGET, JACCARD_TARGET, MSE_RATIO_TARGET = 0.85, 0.3, 2.0
@@ -86,10 +99,12 @@ SKIP_LINE = ("Not run (one seed each; add `--sweeps`, or run the full mode): "
 
 
 def scripts_for(ws):
-    """The scripts this run runs: all of :data:`SCRIPTS` with the sweeps, else those not in
-    :data:`SWEEP_SCRIPTS`; those of :data:`LEARNED_SCALE_SCRIPTS` only with
-    ``--learned-scale``."""
+    """The scripts this run runs: :data:`SCRIPTS`, without :data:`SWEEP_SCRIPTS` unless the
+    sweeps run, without :data:`BAYES_SCRIPTS` unless the Bayes denoising variant does
+    (:attr:`common.Settings.run_bayes_denoise`) and without :data:`LEARNED_SCALE_SCRIPTS`
+    unless ``--learned-scale``."""
     return tuple(s for s in SCRIPTS if (ws.sweeps or s not in SWEEP_SCRIPTS) and
+                 (ws.settings.run_bayes_denoise or s not in BAYES_SCRIPTS) and
                  (ws.settings.learned_scale or s not in LEARNED_SCALE_SCRIPTS))
 
 
@@ -123,7 +138,8 @@ def run(ws):
                      "matched_latent_dim": ws.matched_latent_dim(0),
                      "matched_latent_dims": ws.matched_latent_dims(),
                      "sweeps": ws.sweeps, "jobs": ws.jobs,
-                     "learned_scale": ws.settings.learned_scale},
+                     "learned_scale": ws.settings.learned_scale,
+                     "bayes_denoise": ws.settings.run_bayes_denoise},
         "skipped": [] if ws.sweeps else list(SKIPPED),
         "baselines": baseline_settings(ws),
         "models": {ws.folder_name(key, seed): {
@@ -136,6 +152,7 @@ def run(ws):
         "variants": merged.get("variants", {}),
         "transfer": merged.get("transfer", {}),
         "frontier": merged.get("frontier", {}),
+        "bayes_denoise": merged.get("bayes_denoise", {}),
         "reference_mse": merged.get("reference_mse", {}),
         "fid_reference": merged.get("fid_reference", {}),
         "fid_feature_accuracy": merged.get("fid_feature_accuracy"),
@@ -170,6 +187,8 @@ def report(ws, sections, results):
              "`analyses/run_all.py`; the numbers are also in `results.json`.", ""]
     if results["meta"]["skipped"]:
         lines += [SKIP_LINE, ""]
+    if not ws.settings.run_bayes_denoise:
+        lines += [BAYES_SKIP_LINE, ""]
     lines += ["## Targets (issue 15: a sparse recipe that wins)", "",
               targets_table(results["meta"]["targets"]), "",
               common.VERDICT_RULE + " A comparison target is *met* when the sparse model wins "

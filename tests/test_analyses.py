@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import pyro_sparsegen as psg
 ANALYSES = Path(__file__).resolve().parent.parent / "analyses"
 sys.path.insert(0, str(ANALYSES))
 
+import bayes_denoise  # noqa: E402
 import classify_codes  # noqa: E402
 import common  # noqa: E402
 import denoise_classify  # noqa: E402
@@ -499,15 +501,17 @@ def test_matched_budget_is_fixed_per_seed(core_only):
 def test_without_sweeps_the_one_seed_extras_are_skipped(core_only):
     out, ws, results, ran = core_only
     assert ran == [s.NAME for s in run_all.SCRIPTS if s not in run_all.SWEEP_SCRIPTS +
-                   run_all.LEARNED_SCALE_SCRIPTS + (reconstruction_sparsity,)]
+                   run_all.LEARNED_SCALE_SCRIPTS + run_all.BAYES_SCRIPTS +
+                   (reconstruction_sparsity,)]
     meta = results["meta"]
     assert meta["skipped"] == list(run_all.SKIPPED) and meta["settings"]["sweeps"] is False
     assert meta["settings"]["learned_scale"] is False and results["learned_scale"] == {}
+    assert meta["settings"]["bayes_denoise"] is False and meta["bayes_denoise"] == {}
     for key in ("sweep", "frontier", "variants", "transfer"):
         assert meta[key] == {}, key
     assert {m["key"] for m in meta["models"].values()} == set(common.MODEL_KEYS)
     report = (out / "report.md").read_text()
-    assert report.count(run_all.SKIP_LINE) == 1
+    assert report.count(run_all.SKIP_LINE) == 1 and report.count(run_all.BAYES_SKIP_LINE) == 1
     assert "not run (add --sweeps)" in report and "Slab-weight sweep (" not in report
     assert variant_priors.TITLE not in report and transfer.TITLE not in report
     rows = [c for c in meta["targets"] if c["verdict"] == "not run (--sweeps)"]
@@ -615,6 +619,52 @@ def test_script_alone_reuses_models(script, tiny_run, tmp_path, capsys):
         assert set(numbers) == {"transfer"} and len(numbers["transfer"]) == 2
     else:
         assert set(common.MODEL_KEYS) <= set(numbers)
+
+
+def test_bayes_denoise_runs_in_run_all_only_when_asked(tmp_path):
+    for args, expected in ((TINY, False), (TINY + ["--bayes-denoise"], True),
+                           (["--quick"], False), (["--quick", "--bayes-denoise"], True),
+                           ([], True)):  # the full mode: always
+        settings = common.parse_settings("run_all", "", args + ["--out", str(tmp_path)],
+                                         jobs=True)
+        assert settings.run_bayes_denoise is expected, args
+        ws = types.SimpleNamespace(settings=settings, sweeps=True)
+        assert (bayes_denoise in run_all.scripts_for(ws)) is expected, args
+
+
+def test_bayes_denoise_alone_on_the_tiny_models(tiny_run, tmp_path, capsys):
+    # the labelled variant on the tiny models (4 images, a token sampler: MODES["tiny"])
+    assert bayes_denoise.main(TINY + ["--out", str(tmp_path), "--runs", str(tiny_run)]) == 0
+    assert not (tmp_path / "models").exists()  # nothing trained again
+    markdown = (tmp_path / "bayes_denoise.md").read_text()
+    assert_filled(markdown)
+    assert "a variant, not the authors' protocol" in capsys.readouterr().out
+    numbers = json.loads((tmp_path / "bayes_denoise.json").read_text())
+    assert set(numbers) == set(bayes_denoise.KEYS) | {"bayes_denoise"}
+    for key in bayes_denoise.KEYS:
+        for field, *_ in bayes_denoise.FIGURES:
+            assert_finite(numbers[key][field], f"{key}.{field}")
+            assert set(numbers[key][field]) == {"0.5", "0.7"}
+            assert len(numbers[key]["seed_values"][field]["0.5"]) == 2  # one value per seed
+        assert 0 <= numbers[key]["bayes_denoise_accuracy"]["0.7"] <= 1
+        assert numbers[key]["bayes_denoise_seconds_per_image"]["0.5"] > 0
+        conv = numbers[key]["bayes_denoise_convergence"]["0.7"]
+        assert conv["max_rhat"] is not None and conv["nonfinite_images"] == 0
+        assert set(numbers[key]["bayes_denoise_authors_protocol"]["0.5"]) == {
+            "accuracy", "psnr", "ssim"}
+    section = numbers["bayes_denoise"]
+    assert section["settings"] == common.MODES["tiny"]["bayes_denoise"]
+    for field, *_ in bayes_denoise.FIGURES:
+        found = section["verdicts"][field]["0.5"]
+        assert set(found) == {"dense_abp", "dense_matched"}
+        assert all(v["n_seeds"] == 2 and v["interval"] is not None for v in found.values())
+    # one noise draw per seed, the same for every model of that seed
+    ws = workspace(tiny_run, tmp_path)
+    clean, a = bayes_denoise.noisy_images(ws, 0, 0.5)
+    assert np.array_equal(a, bayes_denoise.noisy_images(ws, 0, 0.5)[1])
+    assert not np.array_equal(a, bayes_denoise.noisy_images(ws, 1, 0.5)[1])
+    assert np.array_equal(clean, ws.test.subset(ws.spread(ws.test, 4)).images().numpy())
+    assert len(set(ws.test.subset(ws.spread(ws.test, 4)).labels)) == 4  # class-spread
 
 
 def test_finished_models_are_not_retrained(tiny_run, capsys):

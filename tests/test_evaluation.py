@@ -384,3 +384,104 @@ def test_inclusion_decisions_are_trainings():
              "zeroed_mse": np.zeros(1),
              "inclusion_probability": np.array([[0.5, 0.49, 0.9, 0.1]])}
     assert ev.sparsity_summary(codes)["inactive_fraction_inclusion"] == 0.5
+
+
+# -- the labelled variant: Bayes denoising (tempered exact sampler) ------------------------------
+class LinearNet(nn.Module):
+    """``z -> W z + b`` as an image ``[1, 2, 2]``: with the dense prior a linear-Gaussian
+    model, whose posterior is known in closed form."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.latent_dim, self.image_shape = weight.shape[1], (1, 2, 2)
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        self.linear.weight.data, self.linear.bias.data = weight.clone(), bias.clone()
+
+    def forward(self, z):
+        return self.linear(z).reshape(*z.shape[:-1], *self.image_shape)
+
+
+def test_noise_inflated_likelihood_scale_is_the_closed_form(float64):
+    import pyro.poutine as poutine
+
+    torch.manual_seed(0)
+    model = psg.SparseGenerator(psg.MLPGenerator(3, (1, 4, 4), hidden=(8,)),
+                                schedule=psg.schedules.constant(0.5), noise_scale=0.3)
+    inflated = ev.noise_inflated(model, 0.5)
+    z, x = torch.randn(6, 3), torch.randn(6, 1, 4, 4)
+    expected = torch.distributions.Normal(model.decode(z), (0.3**2 + 0.5**2) ** 0.5).log_prob(
+        x).sum((-3, -2, -1))
+    assert torch.allclose(inflated.likelihood(z).log_prob(x), expected, rtol=1e-12)
+    site = poutine.trace(poutine.condition(inflated, data={"z": z})).get_trace(x).nodes["x"]
+    assert torch.allclose(site["fn"].log_prob(x), expected, rtol=1e-12)  # what the kernel sees
+    assert model.noise_scale == 0.3  # the original is intact
+    assert ev.noise_inflated(model, 0.0).noise_scale == 0.3
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Identity((1, 2, 2)),
+    lambda: psg.baselines.BetaVAE(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,))),
+    lambda: psg.SparseGenerator(psg.MLPGenerator(4, (1, 8, 8), hidden=(16,)),
+                                likelihood="bernoulli")])
+def test_bayes_denoising_refuses_other_models_in_one_line(make):
+    with pytest.raises(ValueError, match="ABP model with a normal likelihood") as info:
+        ev.bayes_denoise(make(), np.zeros((2, 1, 8, 8), np.float32), 0.5)
+    assert "\n" not in str(info.value)
+
+
+class SoftmaxClassifier:
+    """Two classes, probabilities ``softmax(8 (mean pixel - 0.5), 0)``: far from linear."""
+
+    classes = np.array([3, 7])
+
+    def logits(self, images):
+        mean = np.asarray(images, dtype=np.float64).reshape(len(images), -1).mean(1)
+        return np.stack([8.0 * (mean - 0.5), np.zeros_like(mean)], 1)
+
+    def probabilities(self, images):
+        logits = self.logits(images)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+
+def test_predictive_probabilities_average_probabilities_over_the_draws():
+    rng = np.random.default_rng(0)
+    draws = rng.uniform(0, 1, (5, 3, 1, 2, 2))
+    fake = SoftmaxClassifier()
+    out = ev.predictive_probabilities(fake, draws)
+    expected = np.mean([fake.probabilities(d) for d in draws], 0)
+    assert np.allclose(out, expected, rtol=1e-12)
+    averaged_logits = fake.logits(draws.reshape(15, 1, 2, 2)).reshape(5, 3, 2).mean(0)
+    e = np.exp(averaged_logits)
+    assert not np.allclose(out, e / e.sum(1, keepdims=True), atol=1e-3)  # not the same thing
+    draws[0, 1, 0, 0, 0] = np.nan  # a non-finite draw is left out, an image without any: NaN
+    draws[:, 2, 0, 1, 1] = np.inf
+    out = ev.predictive_probabilities(fake, draws)
+    assert np.allclose(out[1], np.mean([fake.probabilities(d[1:2]) for d in draws[1:]], 0))
+    assert np.allclose(out[0], expected[0]) and np.isnan(out[2]).all()
+
+
+def test_bayes_denoising_of_a_linear_gaussian_model_has_the_exact_posterior_mean(float64):
+    weight = torch.tensor([[0.5, -0.3, 0.2], [0.1, 0.4, -0.5], [-0.4, 0.2, 0.3],
+                           [0.3, 0.3, 0.3]])
+    bias = torch.tensor([0.5, 0.4, 0.6, 0.5])
+    model = psg.SparseGenerator(LinearNet(weight, bias), noise_scale=0.5)  # N(0, 1) prior
+    noisy = np.array([[0.9, 0.1, 1.2, 0.3], [0.2, 0.8, -0.1, 1.0],
+                      [0.5, 0.5, 0.5, 0.5]]).reshape(3, 1, 2, 2)
+    sigma = 0.4
+    t2 = 0.5**2 + sigma**2
+    w, y = weight.numpy(), noisy.reshape(3, 4) - bias.numpy()
+    cov = np.linalg.inv(np.eye(3) + w.T @ w / t2)
+    exact = (y @ w @ cov.T / t2) @ w.T + bias.numpy()  # E[W z + b | y]
+    sd = np.sqrt(np.diag(w @ cov @ w.T))  # posterior sd of each pixel's mean image
+    result = ev.bayes_denoise(model, noisy, sigma, classifier=SoftmaxClassifier(), levels=3,
+                              chains=4, warmup=200, draws=250, thin=1, seed=1)
+    assert result.scale == pytest.approx(t2**0.5)
+    assert result.max_rhat < 1.05 and result.min_ess > 100
+    assert (result.finite_draws == 1000).all() and result.nonfinite_images == 0
+    mcse = sd / np.sqrt(result.ess[:, None])
+    error = np.abs(result.mean_image.reshape(3, 4) - exact)
+    assert (error < 4 * mcse).all(), (error / mcse).max()
+    assert result.probabilities.shape == (3, 2)
+    assert np.allclose(result.probabilities.sum(1), 1)
+    assert result.seconds_per_image > 0 and result.swap_accept_prob.shape == (2, 3)

@@ -29,6 +29,10 @@ The protocols (details in each module):
   authors' ``test_noise`` compares with the noisy one, a slip). The clipped variant is a second,
   harder table; :mod:`~.corruption` gives its labelled variant, inference with a censored
   Gaussian likelihood that models the clipping (:func:`censored`).
+- :mod:`~.bayes`: Bayes denoising, a labelled variant (:func:`bayes_denoise`): the likelihood
+  scale inflated to ``sqrt(s^2 + sigma^2)`` (:func:`noise_inflated`), the code's posterior drawn
+  by the tempered exact sampler, the classifier's probabilities averaged over the decoded
+  draws, the posterior-mean image for PSNR / SSIM, with the sampler's R-hat and ESS.
 - :mod:`~.probes`: linear probes on the codes with 100 / 1,000 / all labels.
 - :mod:`~.sparsity`: test MSE, zeroed MSE (every ``|z_j| <= 0.2``, the
   :data:`~pyro_sparsegen.distributions.ACTIVE_THRESHOLD`, set to 0), inactive fraction,
@@ -47,8 +51,9 @@ Earlier names kept as aliases for one release (they do not warn yet): ``encode``
 """
 
 from .adapters import decode, encode, images_to_codes, reconstruct, sample_images
+from .bayes import BayesDenoised, bayes_denoise, predictive_probabilities
 from .compare import Accuracy, PairedComparison, mcnemar_exact, mean_sd, paired_comparison, verdict
-from .corruption import CensoredNormal, censored
+from .corruption import CensoredNormal, censored, noise_inflated
 from .denoise import (NOISE_LEVELS, REPEATS, DenoiseRun, PixelClassifier, denoise,
                       denoise_accuracy, denoise_accuracy_clipped, fit_logistic,
                       fit_pixel_classifier, image_quality)
@@ -60,12 +65,13 @@ from .sparsity import (THRESHOLD, class_overlap, class_usage, codes_posterior, d
                        encode_codes, reconstruction_sparsity, sparsity_summary)
 
 __all__ = [
-    "Accuracy", "add_noise", "censored", "CensoredNormal", "class_overlap", "class_usage",
-    "codes_posterior", "count_name", "dataset_codes", "decode", "denoise", "denoise_accuracy",
-    "denoise_accuracy_clipped", "DenoiseRun", "encode", "encode_codes", "FeatureClassifier",
-    "fid", "fit_feature_classifier", "fit_logistic", "fit_pixel_classifier", "frechet_distance",
-    "gaussian_statistics", "image_quality", "images_to_codes", "LABEL_COUNTS", "label_subset",
-    "linear_probe", "mcnemar_exact", "mean_sd", "NOISE_LEVELS", "paired_comparison",
-    "PairedComparison", "PixelClassifier", "reconstruct", "reconstruction_sparsity", "REPEATS",
-    "sample_fid", "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
+    "Accuracy", "add_noise", "bayes_denoise", "BayesDenoised", "censored", "CensoredNormal",
+    "class_overlap", "class_usage", "codes_posterior", "count_name", "dataset_codes", "decode",
+    "denoise", "denoise_accuracy", "denoise_accuracy_clipped", "DenoiseRun", "encode",
+    "encode_codes", "FeatureClassifier", "fid", "fit_feature_classifier", "fit_logistic",
+    "fit_pixel_classifier", "frechet_distance", "gaussian_statistics", "image_quality",
+    "images_to_codes", "LABEL_COUNTS", "label_subset", "linear_probe", "mcnemar_exact", "mean_sd",
+    "NOISE_LEVELS", "noise_inflated", "paired_comparison", "PairedComparison", "PixelClassifier",
+    "predictive_probabilities", "reconstruct", "reconstruction_sparsity", "REPEATS", "sample_fid",
+    "sample_images", "sparsity_summary", "THRESHOLD", "verdict",
 ]

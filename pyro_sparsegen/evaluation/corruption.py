@@ -16,6 +16,11 @@ whose ``likelihood`` is this distribution (a Pyro likelihood: the ``"x"`` site o
 its fast path both use it), so ``psg.make_inference(censored(model), config)`` runs the model's own
 short Langevin inference against the corruption it will see. A labelled variant of the
 clipped protocol, for every ABP model alike; the amortised baselines have no such inference.
+
+:func:`noise_inflated` is the same kind of copy for unclipped Gaussian noise: a noisy image
+``y = x + N(0, sigma^2)`` of an image ``x ~ N(g(z), s^2)`` is ``N(g(z), s^2 + sigma^2)``, so
+the copy's likelihood scale is ``sqrt(s^2 + sigma^2)`` (the Bayes denoiser,
+:func:`~pyro_sparsegen.evaluation.bayes_denoise`).
 """
 
 import copy
@@ -108,4 +113,21 @@ def censored(model, low=0.0, high=1.0):
     clone = copy.deepcopy(model)
     clone.__class__ = _censored_class(type(model))
     clone.censor_bounds = (float(low), float(high))
+    return clone
+
+
+def noise_inflated(model, sigma):
+    """A copy of ``model`` (a :class:`~pyro_sparsegen.SparseGenerator` with a normal
+    likelihood: the sparse or a dense ABP model) whose likelihood scale is ``sqrt(s^2 +
+    sigma^2)``, ``s`` the model's own: the law of its image seen through added noise
+    ``N(0, sigma^2)``. ``model`` itself is unchanged; ``sigma = 0`` gives an equal copy."""
+    if getattr(model, "likelihood_kind", None) != "normal" or hasattr(model, "encode") or \
+            not hasattr(model, "noise_scale"):
+        raise ValueError(f"noise_inflated() needs an ABP model with a normal likelihood, got "
+                         f"{type(model).__name__}")
+    sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a non-negative number, got {sigma!r}")
+    clone = copy.deepcopy(model)
+    clone.noise_scale = math.sqrt(float(model.noise_scale) ** 2 + sigma ** 2)
     return clone

@@ -49,13 +49,25 @@ class PixelClassifier:
     def __init__(self, model, image_shape):
         self.model, self.image_shape = model, tuple(image_shape)
 
-    def predict(self, images):
-        """Labels ``[N]`` for images ``[N, C, H, W]``."""
+    def _pixels(self, images):
         images = np.asarray(images, dtype=np.float32)
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
                              f"got {list(images.shape)}")
-        return self.model.predict(images.reshape(len(images), -1))
+        return images.reshape(len(images), -1)
+
+    def predict(self, images):
+        """Labels ``[N]`` for images ``[N, C, H, W]``."""
+        return self.model.predict(self._pixels(images))
+
+    @property
+    def classes(self):
+        """The labels, in the order of :meth:`probabilities`' columns: ``[classes]``."""
+        return self.model.classes_
+
+    def probabilities(self, images):
+        """Class probabilities ``[N, classes]`` for images ``[N, C, H, W]``."""
+        return self.model.predict_proba(self._pixels(images))
 
     def correct(self, images, labels):
         """Boolean ``[N]``: which images are classified as ``labels``."""
