@@ -383,8 +383,10 @@ def main():
                         help="time the compiled step on the conv generator too")
     parser.add_argument("--tempered-only", action="store_true",
                         help="only the tempered transition against the untempered one")
-    parser.add_argument("--transitions", type=int, default=160,
-                        help="transitions per tempered / untempered run (default 160)")
+    parser.add_argument("--transitions", type=int, default=400,
+                        help="transitions per tempered / untempered run (default 400: runs "
+                             "under infer.chains.SHORT_RUN = 200 go through Pyro, not the "
+                             "derived graph every analysis uses)")
     parser.add_argument("--nuts", action="store_true",
                         help="only Pyro's NUTS on the explaining-away model (the anchor)")
     parser.add_argument("--nuts-chains", type=int, default=4)
