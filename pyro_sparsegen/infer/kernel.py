@@ -127,10 +127,13 @@ class ShortRunLangevin(MCMCContract):
         one line otherwise); ``sample_chains`` only (``pyro.infer.MCMC`` refuses it).
     :param bool adapt_ladder: with tempering, move the levels during warm-up so that the swap
         rejection rates are equal along the ladder (Syed et al. 2021).
-    :param bool adapt_pairs: in :meth:`sample_chains`' warm-up, learn which coordinates
-        explain each other away (negatively correlated slab indicators) and draw half of the
-        pair move's pairs from that pick after it (:class:`~pyro_sparsegen.infer.adaptation.
-        PairPick`; exact: the pick is fixed once the draws are kept).
+    :param bool adapt_pairs: in :meth:`sample_chains`' warm-up (of at least
+        :data:`~pyro_sparsegen.infer.chains.PAIR_WARMUP` transitions), learn which coordinates
+        explain each other away (negatively correlated values per chain-plate element) and,
+        after it, let half of the pair moves draw a pair from that pick and transfer mass
+        between the two or make a compensated crossing
+        (:class:`~pyro_sparsegen.infer.adaptation.PairPick`; exact: the pick is fixed once
+        the draws are kept).
     :param bool prior_refresh: with tempering, when the hottest level is at ``beta = 0`` (its
         target the prior), replace its Langevin step by an independent draw from the model's
         prior every transition (exact: a Gibbs move), so that the hot end forgets its state at
