@@ -155,9 +155,9 @@ class SparseGenerator(PyroModule):
             if prior in LEARNED_WEIGHTS:  # per-dimension slab weights w_j = sigmoid(slab_logit_j)
                 self.slab_logit = torch.nn.Parameter(torch.zeros(d, dtype=like.dtype,
                                                                  device=like.device))
-            if prior == "learned-scale":  # and slab scales s_j = exp(slab_log_scale_j)
-                self.slab_log_scale = torch.nn.Parameter(torch.zeros(d, dtype=like.dtype,
-                                                                     device=like.device))
+                if prior == "learned-scale":  # and slab scales s_j = exp(slab_log_scale_j)
+                    self.slab_log_scale = torch.nn.Parameter(torch.zeros(
+                        d, dtype=like.dtype, device=like.device))
             else:  # w_j ~ Beta(a, b), a global latent; (log a, log b) learned
                 self.log_concentration = torch.nn.Parameter(torch.zeros(
                     2, dtype=like.dtype, device=like.device))

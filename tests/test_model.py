@@ -340,3 +340,15 @@ def test_network_must_expose_sizes():
 def test_call_validation(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         _model()(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kind, names", [
+    ("learned", {"slab_logit"}), ("learned-scale", {"slab_logit", "slab_log_scale"}),
+    ("hierarchical", {"log_concentration"})])
+def test_each_prior_kind_has_exactly_its_own_parameters(kind, names):
+    # a stray parameter changes the checkpoint's keys (files of another version stop loading)
+    # and hands the optimiser a parameter nothing uses
+    model = SparseGenerator(MLPGenerator(D, SHAPE, hidden=(8,)),
+                            schedule=schedules.constant(0.5, 1.0, 0.1), prior=kind)
+    own = {name for name, _ in model.named_parameters() if not name.startswith("network.")}
+    assert own == names
