@@ -30,7 +30,10 @@ Replica exchange (issue 20, item 7): ``t`` a tempered transition (``tempering=L`
 ``u`` an untempered one over the same ``L * K`` chain rows per image (same MALA, crossing and
 pair moves), timed side by side per transition (``sample_chains`` with no warm-up, so that
 neither adapts), on the explaining-away model of issue 20 (``tests/explaining_away.py``) and
-on the default-sized MLP generator; ``--tempered-only`` runs just that.
+on the default-sized MLP generator (8 images, 12 x 4); ``--analyze-scale`` adds the MLP at
+``analyze``'s ladder (16 images, 12 x 8: 1,536 rows, where the arithmetic sets the time);
+``--tempered-only`` runs just that. The runs are 400 transitions (``--transitions``): under
+``infer.chains.SHORT_RUN`` (200) a run goes through Pyro instead of the derived graph.
 
 Pyro's NUTS on the explaining-away model is the anchor (``--nuts``, not in the default run):
 ``--nuts-chains`` chains one after the other, each ``--nuts-warmup`` + ``--nuts-draws``, within
@@ -39,7 +42,8 @@ finished, the max error of the inclusion probabilities and of ``P(|z| <= 0.2)`` 
 enumerated answer and the max split R-hat.
 
 Run: ``python benchmarks/kernel_step.py`` (``--threads``, ``--repeats``, ``--budget``,
-``--device``, ``--no-compile``, ``--compile-conv``, ``--tempered-only``, ``--nuts``). The
+``--device``, ``--no-compile``, ``--compile-conv``, ``--tempered-only``, ``--analyze-scale``,
+``--transitions``, ``--nuts``). The
 closing lines: ``kernel_default_vs_handwritten_max_ratio`` (the larger b'/a'),
 ``kernel_vs_handwritten_max_ratio`` (the larger b/a), ``compiled_vs_handwritten_ratio`` (MLP
 k/a'), ``generic_vs_package_ratio`` (the larger g/b'), ``tempered_vs_untempered_max_ratio``
@@ -315,7 +319,14 @@ def tempered_cases(args):
     images = torch.rand(8, 1, 28, 28, device=DEVICE)
     big = tempered_case("MLP (default-sized: 28x28, d 100)", make_model(network), images, 12, 4,
                         args)
-    return max(small, big)
+    if not args.analyze_scale:
+        return max(small, big)
+    # analyze's ladder (12 levels x 8 ladders) on 16 images: rows enough that the arithmetic,
+    # not the per-operation cost, sets a transition's time, as in an analysis (64 images)
+    many = torch.rand(16, 1, 28, 28, device=DEVICE)
+    scale = tempered_case("MLP at analyze's ladder (28x28, d 100)", make_model(network), many,
+                          12, 8, args)
+    return max(small, big, scale)
 
 
 def nuts_anchor(args):
@@ -383,6 +394,9 @@ def main():
                         help="time the compiled step on the conv generator too")
     parser.add_argument("--tempered-only", action="store_true",
                         help="only the tempered transition against the untempered one")
+    parser.add_argument("--analyze-scale", action="store_true",
+                        help="also the tempered case at analyze's ladder (16 images x 12 levels "
+                             "x 8 ladders = 1,536 rows; a few minutes)")
     parser.add_argument("--transitions", type=int, default=400,
                         help="transitions per tempered / untempered run (default 400: runs "
                              "under infer.chains.SHORT_RUN = 200 go through Pyro, not the "

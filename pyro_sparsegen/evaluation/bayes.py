@@ -19,7 +19,7 @@ the training's 30 noise-free Langevin steps from zeros and classifies one recons
 The sampler may not converge on a sharp likelihood: every run reports, per image, the split
 R-hat and bulk ESS of the log density over the chains and the ladder's swap acceptance. Draws
 with a non-finite log density or image are left out of the averages and counted
-(:attr:`BayesDenoised.finite_draws`); an image without a finite draw gets NaN.
+(``BayesDenoised.finite_draws``); an image without a finite draw gets NaN.
 """
 
 import dataclasses
