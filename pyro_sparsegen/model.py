@@ -18,6 +18,8 @@ LIKELIHOODS = ("normal", "bernoulli")
 PRIORS = ("annealed", "learned", "learned-scale", "hierarchical")
 LEARNED_WEIGHTS = ("learned", "learned-scale")  # the kinds with per-dimension slab weights
 CONCENTRATION = 10.0  # a + b of the hierarchical prior's Beta at the hand-over
+#: The smallest learned slab scale, in spike scales (``prior="learned-scale"``).
+SLAB_OVER_SPIKE = 2.0
 
 
 class _IsotropicNormal(TorchDistribution):
@@ -252,8 +254,11 @@ class SparseGenerator(PyroModule):
         state = self.prior_state
         if self.prior_kind in LEARNED_WEIGHTS:
             weight = torch.where(self.handed_over, torch.sigmoid(self.slab_logit), state[0])
-            scale = state[1] if self.prior_kind == "learned" else \
-                torch.where(self.handed_over, self.slab_log_scale.exp(), state[1])
+            # a learned slab scale stays above the spike's: below it the two components would
+            # trade roles (the inclusion probability and the crossing move would invert)
+            scale = state[1] if self.prior_kind == "learned" else torch.where(
+                self.handed_over, torch.maximum(self.slab_log_scale.exp(),
+                                                state[2] * SLAB_OVER_SPIKE), state[1])
             return SpikeAndSlab(weight, scale, state[2], validate_args=False)
         if self.prior_kind == "hierarchical":
             if slab_weight is None:  # outside the model: the hyperprior's mean

@@ -352,3 +352,17 @@ def test_each_prior_kind_has_exactly_its_own_parameters(kind, names):
                             schedule=schedules.constant(0.5, 1.0, 0.1), prior=kind)
     own = {name for name, _ in model.named_parameters() if not name.startswith("network.")}
     assert own == names
+
+
+def test_a_learned_slab_scale_never_falls_to_the_spike(float64):
+    # below the spike's scale "slab" and "spike" would trade roles: the prior keeps the slab
+    # at least SLAB_OVER_SPIKE spike scales wide whatever the parameter says
+    from pyro_sparsegen.model import SLAB_OVER_SPIKE
+
+    model = _learned_scale()
+    with torch.no_grad():
+        model.slab_log_scale.fill_(math.log(0.01))  # under the spike's 0.1
+    prior = model.prior()
+    torch.testing.assert_close(prior.slab_scale.detach(), torch.full((D,), 0.1 * SLAB_OVER_SPIKE))
+    z = torch.tensor([[1.0, 0.5, 0.3, 0.0, -1.0]])
+    assert bool((model.inclusion_probability(z)[0, :3] > 0.5).all())  # large values: the slab
