@@ -28,12 +28,13 @@ import time
 import numpy as np
 import torch
 
+from ..diagnostics.metrics import convergence
 from ..infer import ShortRunLangevin
 from ..runtime import LazyModule
 from .adapters import model_device, seeded
 from .corruption import noise_inflated
 
-az, xr = LazyModule("arviz"), LazyModule("xarray")
+xr = LazyModule("xarray")
 
 # The defaults, sized for 200 MNIST test images per model and noise level in about 2.5 minutes
 # on one CPU thread: 0.73 s per image measured on 100 images at sigma 0.5 (a 10-epoch sparse
@@ -132,7 +133,6 @@ def predictive_probabilities(classifier, draws, finite=None):
     finite = np.asarray(finite, dtype=bool)
     flat = draws.reshape(s * n, *draws.shape[2:])
     keep = finite.reshape(-1)
-    probs = None
     if keep.any():
         found = np.asarray(classifier.probabilities(flat[keep]), dtype=np.float64)
         probs = np.zeros((s * n, found.shape[1]))
@@ -151,10 +151,9 @@ def _convergence(lp):
     n = lp.shape[-1]
     if lp.shape[0] < 2:
         return np.full(n, np.nan), np.full(n, np.nan)
-    data = xr.Dataset({"lp": (("chain", "draw", "image"), lp)})
-    with np.errstate(all="ignore"):
-        rhat = az.rhat(data)["lp"].values
-        ess = az.ess(data)["lp"].values
+    conv = convergence(xr.Dataset({"lp": (("chain", "draw", "image"), lp)}), var_names=("lp",),
+                       reduced=False)
+    rhat, ess = conv["lp_rhat"].values.copy(), conv["lp_ess"].values.copy()
     bad = ~np.isfinite(lp).all((0, 1))
     rhat[bad], ess[bad] = np.nan, np.nan
     return rhat, ess

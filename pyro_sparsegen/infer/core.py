@@ -189,28 +189,22 @@ def draw_randoms(state, options, mixture_index=None, has_global=None, pair_sites
     has_global = g.shape[-1] > 0 if has_global is None else has_global
     eps_g = torch.randn_like(g) if has_global and options.noise else None
     log_u_g = _log_uniform(g.shape[:-1], g) if has_global and options.metropolis else None
-    pair, opposite = (None, None, None), (None, None, None)
+    pair, opposite, learned = (None, None, None), (None, None, None), (None, None)
     if options.pairs and pair_sites is not None and pair_sites[0].numel():
-        pair, opposite = _draw_pair(lead, z, *pair_sites, pick=pair_pick)
-    learned = (None, None)
-    if len(pair) == 4:  # the learned branch's transfer and compensated crossing
-        pair, shift = pair[:3], pair[3]
-        turn = torch.zeros_like(shift)
-        if options.crossing:
-            coin = torch.randint(4, shift.shape, device=z.device)  # 0, 1: transfer
-            turn = torch.where(coin == 2, 1.0, torch.where(coin == 3, -1.0, 0.0)).to(z.dtype)
-        learned = (shift, turn)
+        pair, opposite, learned = _draw_pair(lead, z, *pair_sites, pick=pair_pick,
+                                             crossing=options.crossing)
     return Randoms(eps, log_u, *cross, eps_g, log_u_g, *pair, None, None, *opposite, *learned)
 
 
-def _draw_pair(lead, like, index, start, size, pick=None):
-    """``((first, second, log_u), (opposite, scores, index))`` of the pair move. The uniform
-    second pick: ``P(j, k) = 1 / (M (m - 1))`` with ``m`` the size of their site, the same for
-    ``(k, j)``. The other-side pick is made in :func:`pair_step` from ``scores`` (uniforms on
-    ``j``'s site, -1 elsewhere), where it sees the state the move starts from; its first
-    coordinate ``j`` stays uniform (its symmetry needs that). With ``pick`` (``(cdf, scale)``)
-    the other branch's ordered pair is drawn from ``cdf`` and its transfer's shift from
-    ``N(0, scale^2)``: ``((first, second, log_u, shift), ...)``."""
+def _draw_pair(lead, like, index, start, size, pick=None, crossing=False):
+    """``((first, second, log_u), (opposite, scores, index), (shift, cross))`` of the pair
+    move. The uniform second pick: ``P(j, k) = 1 / (M (m - 1))`` with ``m`` the size of their
+    site, the same for ``(k, j)``. The other-side pick is made in :func:`pair_step` from
+    ``scores`` (uniforms on ``j``'s site, -1 elsewhere), where it sees the state the move
+    starts from; its first coordinate ``j`` stays uniform (its symmetry needs that). With
+    ``pick`` (``(cdf, scale)``) the other branch's ordered pair is drawn from ``cdf``, its
+    transfer's shift from ``N(0, scale^2)`` and, with ``crossing``, half of those moves are
+    compensated crossings (``cross`` +-1, else 0); without, ``(shift, cross)`` are ``None``."""
     j = torch.randint(index.numel(), lead, device=like.device)
     m = size[j]
     offset = (torch.rand(lead, device=like.device, dtype=like.dtype) * (m - 1)).long()
@@ -220,7 +214,8 @@ def _draw_pair(lead, like, index, start, size, pick=None):
     scores = torch.where(same_site, torch.rand(same_site.shape, device=like.device,
                                                dtype=like.dtype), -1.0)
     if pick is None:
-        return (index[j], index[k], _log_uniform(lead, like)), (opposite, scores, index)
+        return (index[j], index[k], _log_uniform(lead, like)), (opposite, scores, index), \
+            (None, None)
     cdf, scale = pick  # one searchsorted per element of the chain plate over its rows
     p, n = index.numel(), cdf.shape[0]
     u = torch.rand(lead, device=like.device, dtype=cdf.dtype)
@@ -231,8 +226,12 @@ def _draw_pair(lead, like, index, start, size, pick=None):
     first = torch.where(opposite, j, flat // p)
     second = torch.where(opposite, k, flat % p)
     shift = torch.randn(lead, device=like.device, dtype=like.dtype) * sd
-    return (index[first], index[second], _log_uniform(lead, like), shift), \
-        (opposite, scores, index)
+    log_u = _log_uniform(lead, like)
+    cross = torch.zeros_like(shift)
+    if crossing:
+        coin = torch.randint(4, lead, device=like.device)  # 0, 1: the transfer
+        cross = torch.where(coin == 2, 1.0, torch.where(coin == 3, -1.0, 0.0)).to(like.dtype)
+    return (index[first], index[second], log_u), (opposite, scores, index), (shift, cross)
 
 
 def _log_uniform(shape, like):
@@ -421,7 +420,7 @@ def pair_step(state, density_fn, first, second, log_u, opposite=None, scores=Non
         return _jump(state, density_fn, proposal, log_u)
     t = shift.unsqueeze(-1)
     learned = z.scatter_add(-1, i, t).scatter_add(-1, j, -t)  # the transfer
-    log_jacobian = torch.zeros_like(shift)
+    log_jacobian = 0.0
     ratio = state.density.log_scale_ratio
     if cross is not None and ratio is not None:  # the compensated crossing
         log_rho = ratio.gather(-1, j).squeeze(-1) * cross
