@@ -34,6 +34,7 @@ one seed and run only with ``--sweeps`` outside the full mode (:attr:`Settings.r
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -50,6 +51,7 @@ import torch  # noqa: E402
 
 import pyro_sparsegen as psg  # noqa: E402
 from pyro_sparsegen import baselines, cli, files, plots  # noqa: E402
+from pyro_sparsegen import config as train_config  # noqa: E402
 from pyro_sparsegen import evaluation as ev  # noqa: E402
 from pyro_sparsegen.diagnostics import format_number, markdown_table  # noqa: E402
 from pyro_sparsegen.distributions import ACTIVE_THRESHOLD  # noqa: E402, F401 (the scripts')
@@ -142,6 +144,8 @@ class Settings:
     jobs: int = None
     learned_scale: bool = False
     bayes_denoise: bool = False
+    config: str = None  # --config: a partial training config, the recipe under test
+    recipe: dict = None  # its mapping (read once, checked by parse_settings)
 
     @property
     def mode(self):
@@ -199,6 +203,11 @@ def parser(prog, description, *, jobs=False):
                    help="CPU threads for torch and BLAS (default 1 on CPU: the small matrix "
                         "products gain little from more and lose much on shared cores)")
     p.add_argument("--beta", type=float, default=1.0, help="the β-VAE's β (default 1)")
+    p.add_argument("--config", metavar="FILE",
+                   help="a partial training config (TOML or JSON, the format of "
+                        "pyro-sparsegen train --config) laid over the package's default for "
+                        "every model built from it: a recipe under test (the data, device, "
+                        "seeds and epochs come from the command line and the mode)")
     p.add_argument("--bayes-denoise", action="store_true",
                    help="run_all.py: also the Bayes denoising variant (the tempered exact "
                         "sampler on 200 test images; always in the full mode)")
@@ -230,12 +239,47 @@ def parse_settings(prog, description, argv=None, *, jobs=False):
         _fail_args(prog, "--beta must be a non-negative number")
     if args.runs is not None and not os.path.isdir(args.runs):
         _fail_args(prog, f"--runs {args.runs}: no such folder")
+    recipe = None
+    if args.config is not None:
+        try:
+            recipe = read_recipe(args.config)
+        except psg.ConfigError as e:
+            _fail_args(prog, f"--config {first_line(e)}")
     return Settings(data=args.data, out=args.out, quick=args.quick, tiny=args.tiny,
                     runs=args.runs, device=args.device, seed=args.seed, seeds=args.seeds,
                     threads=args.threads, beta=args.beta, progress=sys.stderr.isatty(),
                     sweeps=args.sweeps, jobs=getattr(args, "jobs", None),
                     learned_scale=args.learned_scale,
-                    bayes_denoise=args.bayes_denoise)
+                    bayes_denoise=args.bayes_denoise, config=args.config, recipe=recipe)
+
+
+# what a --config file may not set: the command line and the mode do
+RECIPE_FIXED = {"data": "--data", "device": "--device", "seed": "--seed", "model": None,
+                ("optim", "epochs"): "the mode (--quick)"}
+
+
+def read_recipe(path):
+    """The mapping of a ``--config`` file, checked: a valid partial training config that sets
+    nothing the command line or the mode sets (:data:`RECIPE_FIXED`). A bad one is a
+    one-line :class:`pyro_sparsegen.ConfigError`."""
+    data = train_config.read_mapping(path)
+    if not isinstance(data, dict):
+        raise psg.ConfigError(f"{path}: a config must be a mapping")
+    for key, owner in RECIPE_FIXED.items():
+        section, name = key if isinstance(key, tuple) else (key, None)
+        if section in data and (name is None or (isinstance(data[section], dict)
+                                                 and name in data[section])):
+            shown = section if name is None else f"{section}.{name}"
+            by = f"set by {owner}" if owner else "not supported by the analyses (built-in " \
+                "models only)"
+            raise psg.ConfigError(f"{path}: {shown} is {by}")
+    try:
+        psg.TrainConfig.from_dict(data)
+    except TypeError as e:
+        raise psg.ConfigError(f"{path}: {e}") from None
+    except psg.ConfigError as e:
+        raise psg.ConfigError(f"{path}: {first_line(e)}") from None
+    return data
 
 
 def _fail_args(prog, message):
@@ -619,9 +663,10 @@ class Workspace:
         return [ev.count_name(n) for n in PROBE_LABELS if n is None or n < len(self.train)]
 
     def base_config(self, seed=0):
-        """The package's default config, shortened by the mode, with training seed
-        ``--seed + seed``."""
-        config = psg.TrainConfig()
+        """The package's default config (with ``--config``'s settings over it), shortened by
+        the mode, with training seed ``--seed + seed``."""
+        config = psg.TrainConfig() if self.settings.recipe is None else \
+            psg.TrainConfig.from_dict(copy.deepcopy(self.settings.recipe))
         config.data.spec = self.settings.data
         config.device = str(self.device)
         config.seed = self.settings.seed + seed
@@ -724,14 +769,19 @@ class Workspace:
     def folder_name(self, key, seed):
         return key if seed == 0 else f"{key}_seed{seed}"
 
-    def _reusable(self, name):
-        """A finished run ``name`` from ``--runs``, if any."""
+    def _reusable(self, name, request):
+        """A finished run ``name`` from ``--runs``, if any, that was trained for ``request``
+        (:meth:`_request_record`): one the analyses trained records its request and is reused
+        only for the same one (so a ``--config`` recipe is not answered with the default's
+        models); one without a record (``pyro-sparsegen train``'s) is taken as it is."""
         if self.settings.runs is None:
             return None
         for folder in (os.path.join(self.settings.runs, "models", name),
                        os.path.join(self.settings.runs, name)):
             if _finished(folder):
-                return folder
+                record = os.path.join(folder, REQUEST)
+                if not os.path.exists(record) or same_request(_read_json(record), request):
+                    return folder
         return None
 
     def _load_or_train(self, key, seed):
@@ -750,12 +800,13 @@ class Workspace:
         request here or in ``--runs``). For ``dense_matched`` this loads (or trains) the same
         seed's sparse model: its training codes fix the latent size."""
         name = self.folder_name(key, seed)
-        if self._reusable(name) is not None:
-            return False
         kind, config, options, stopping = self._request(key, seed)
-        folder = os.path.join(self.out, "models", name)
         request = self._request_record(name, kind, config, options, stopping)
-        return not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request)
+        if self._reusable(name, request) is not None:
+            return False
+        folder = os.path.join(self.out, "models", name)
+        return not (_finished(folder) and
+                    same_request(_read_json(os.path.join(folder, REQUEST)), request))
 
     def _request_record(self, name, kind, config, options=None, stopping=None, model_class=None,
                         data=None):
@@ -782,14 +833,15 @@ class Workspace:
         the workspace's)."""
         options = options or {}
         train, monitor = data or (self.train, self.monitor)
-        folder = self._reusable(name)
+        request = self._request_record(name, kind, config, options, stopping, model_class,
+                                       (train, monitor))
+        folder = self._reusable(name, request)
         if folder is not None:
             return folder, None
         folder = os.path.join(self.out, "models", name)
-        request = self._request_record(name, kind, config, options, stopping, model_class,
-                                       (train, monitor))
         seconds = None
-        if not (_finished(folder) and _read_json(os.path.join(folder, REQUEST)) == request):
+        if not (_finished(folder) and
+                same_request(_read_json(os.path.join(folder, REQUEST)), request)):
             seconds = self._train(name, kind, config, request["options"], stopping, folder,
                                   model_class, (train, monitor))
             self.write_json(os.path.join(folder, REQUEST), request)
@@ -1090,6 +1142,21 @@ def _read_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def same_request(recorded, request):
+    """Whether a run's recorded analyses request (``analysis_request.json``, possibly written
+    by an earlier version) asks for what ``request`` asks: its config is read through today's
+    :class:`pyro_sparsegen.TrainConfig` (a setting it predates has its default, as when a
+    checkpoint's config is loaded); no record or an unreadable one is a different request."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
+        return False
+    try:
+        config = psg.TrainConfig.from_dict(recorded["config"]).to_dict()
+    except (psg.ConfigError, TypeError, ValueError):
+        return False
+    config.pop("device", None)
+    return {**recorded, "config": config} == request
 
 
 def _finished(folder):

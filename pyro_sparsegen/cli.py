@@ -58,6 +58,11 @@ def build_parser():
                                       "constant")
     t.add_argument("--final-slab-weight", type=float, help="the schedule's final slab weight")
     t.add_argument("--spike-scale", type=float, help="the schedule's final spike scale")
+    t.add_argument("--dense-fraction", type=float,
+                   help="the share of the run the default / v1 schedule keeps the prior dense "
+                        "before annealing (default 0.1; at most 0.5)")
+    t.add_argument("--slab-scale", type=float,
+                   help="the slab's scale in the default / v1 schedule (default 1)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--step-size", type=float, help="Langevin step size delta")
@@ -186,6 +191,8 @@ def _train_config(args):
         ("network", "latent_dim"): args.latent_dim, ("network", "type"): args.network,
         ("prior", "preset"): args.schedule, ("prior", "final_slab_weight"):
             args.final_slab_weight, ("prior", "spike_scale"): args.spike_scale,
+        ("prior", "dense_fraction"): args.dense_fraction,
+        ("prior", "slab_scale"): args.slab_scale,
         ("optim", "batch_size"): args.batch_size, ("optim", "lr"): args.lr,
         ("langevin", "step_size"): args.step_size, ("langevin", "num_steps"): args.num_steps,
         ("langevin", "prior_step"): args.prior_step, ("prior", "kind"): args.prior,

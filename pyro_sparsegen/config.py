@@ -27,6 +27,9 @@ RECIPES = {
     "v1": {("prior", "preset"): "v1", ("network", "input_norm"): None,
            ("network", "noise_scale"): 0.3},
 }
+SHAPED_PRESETS = ("default", "v1")  # those prior.dense_fraction and prior.slab_scale shape
+# the annealing of the default / v1 presets takes half of the run: at most half stays dense
+MAX_DENSE_FRACTION = 0.5
 PRIOR_KINDS = ("annealed", "learned", "learned-scale", "hierarchical")  # SparseGenerator's
 MODEL_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -141,6 +144,10 @@ class PriorConfig:
     kind: str = "annealed"
     final_slab_weight: Optional[float] = None  # overrides the preset's floor
     spike_scale: Optional[float] = None  # overrides the preset's final spike scale
+    # the default / v1 presets' shape: the dense share of the run before the annealing (0.1)
+    # and the slab's scale (1.0)
+    dense_fraction: Optional[float] = None
+    slab_scale: Optional[float] = None
     schedule: Optional[dict] = None  # an explicit Schedule.to_dict(); wins over the preset
 
     def validate(self):
@@ -155,6 +162,18 @@ class PriorConfig:
                               f"got {self.final_slab_weight!r}")
         if self.spike_scale is not None:
             _positive_float("prior", "spike_scale", self.spike_scale)
+        if self.slab_scale is not None:
+            _positive_float("prior", "slab_scale", self.slab_scale)
+        if self.dense_fraction is not None and not (
+                isinstance(self.dense_fraction, (int, float))
+                and not isinstance(self.dense_fraction, bool)
+                and 0 <= self.dense_fraction <= MAX_DENSE_FRACTION):
+            raise ConfigError(f"prior.dense_fraction must lie in [0, {MAX_DENSE_FRACTION}], "
+                              f"got {self.dense_fraction!r}")
+        shaped = [n for n in ("dense_fraction", "slab_scale") if getattr(self, n) is not None]
+        if shaped and self.preset not in SHAPED_PRESETS:
+            raise ConfigError(f"prior.{shaped[0]} shapes the default and v1 presets only, not "
+                              f"{self.preset!r}")
         if self.schedule is not None:
             try:
                 schedules.Schedule.from_dict(self.schedule)
@@ -328,18 +347,10 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path):
-        """Read a JSON (``.json``) or TOML (``.toml``) config file."""
+        """Read a JSON (``.json``) or TOML (``.toml``) config file: the keys it leaves out keep
+        their defaults."""
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
-        try:
-            data = tomllib.loads(raw.decode()) if path.endswith(".toml") else json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}"
-                              f" ({e})") from None
+        data = read_mapping(path)
         try:
             return cls.from_dict(data)
         except TypeError as e:
@@ -356,18 +367,40 @@ class TrainConfig:
         total = iterations_per_epoch * self.optim.epochs
         return preset_schedule(self.prior.preset, total, iterations_per_epoch,
                                final_slab_weight=self.prior.final_slab_weight,
-                               spike_scale=self.prior.spike_scale)
+                               spike_scale=self.prior.spike_scale,
+                               dense_fraction=self.prior.dense_fraction,
+                               slab_scale=self.prior.slab_scale)
+
+
+def read_mapping(path):
+    """The mapping in a JSON (``.json``) or TOML (``.toml``) config file, as written (a
+    partial config: :meth:`TrainConfig.from_dict` fills in the rest); an unreadable or
+    malformed file is a one-line :class:`ConfigError`."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode()) if path.endswith(".toml") else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}"
+                          f" ({e})") from None
+    return data
 
 
 def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_slab_weight=None,
-                    spike_scale=None):
+                    spike_scale=None, dense_fraction=None, slab_scale=None):
     """Named schedules sized to a run of ``total_iterations``.
 
-    - ``default``: dense for the first 10 % of the run, then over the next 50 % the slab weight
-      falls (cosine) from 1 to ``final_slab_weight`` (0.8) while the spike narrows
-      geometrically from the slab's scale 1 to ``spike_scale`` (0.04); constant for the last
-      40 %. Meant for ``prior_step="semi-implicit"`` with ``sparsify=True`` and a generator
-      whose first layer has fixed column norms (``network.input_norm``).
+    - ``default``: dense for the first 10 % of the run (``dense_fraction``), then over the
+      next 50 % the slab weight falls (cosine) from 1 to ``final_slab_weight`` (0.8) while the
+      spike narrows geometrically from the slab's scale (``slab_scale``, 1) to ``spike_scale``
+      (0.04); constant for the rest (40 % by default). Before the annealing the prior is the
+      slab alone, N(0, ``slab_scale``²). Meant for ``prior_step="semi-implicit"`` with
+      ``sparsify=True`` and a generator whose first layer has fixed column norms
+      (``network.input_norm``).
     - ``v1``: the first release's default: the same with the slab weight falling to 0.5.
     - ``dense``: N(0, 1), classic ABP.
     - ``authors``: ``w = 1`` for 20 epochs (or half the run if shorter), then ``w`` falls by
@@ -389,13 +422,17 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
     if name == "constant":
         return schedules.constant(0.1 if final_slab_weight is None else final_slab_weight, 1.0,
                                   0.1 if spike_scale is None else spike_scale)
-    if name in ("default", "v1"):
-        warmup = int(0.1 * total_iterations)
+    if name not in SHAPED_PRESETS and (dense_fraction, slab_scale) != (None, None):
+        raise ConfigError(f"dense_fraction and slab_scale shape the default and v1 presets "
+                          f"only, not {name!r}")
+    if name in SHAPED_PRESETS:
+        warmup = int((0.1 if dense_fraction is None else dense_fraction) * total_iterations)
+        slab = 1.0 if slab_scale is None else float(slab_scale)
         span = max(1, int(0.5 * total_iterations))
         final_w = (0.8 if name == "default" else 0.5) if final_slab_weight is None \
             else final_slab_weight
         final_s = 0.04 if spike_scale is None else spike_scale
         weight = schedules.Curve("cosine", 1.0, final_w, 0, span)
-        spike = schedules.Curve("exponential", 1.0, final_s, 0, span)
-        return schedules.Schedule(weight, 1.0, spike, warmup=warmup)
+        spike = schedules.Curve("exponential", slab, final_s, 0, span)
+        return schedules.Schedule(weight, slab, spike, warmup=warmup)
     raise ConfigError(f"unknown schedule preset {name!r}; choose from {PRESETS}")

@@ -507,6 +507,7 @@ def test_without_sweeps_the_one_seed_extras_are_skipped(core_only):
     assert meta["skipped"] == list(run_all.SKIPPED) and meta["settings"]["sweeps"] is False
     assert meta["settings"]["learned_scale"] is False and results["learned_scale"] == {}
     assert meta["settings"]["bayes_denoise"] is False and meta["bayes_denoise"] == {}
+    assert meta["settings"]["config"] is None and meta["settings"]["recipe"] is None
     for key in ("sweep", "frontier", "variants", "transfer"):
         assert meta[key] == {}, key
     assert {m["key"] for m in meta["models"].values()} == set(common.MODEL_KEYS)
@@ -673,6 +674,64 @@ def test_finished_models_are_not_retrained(tiny_run, capsys):
     assert reconstruction_sparsity.main(TINY + ["--out", str(tiny_run)]) == 0
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == before
     assert "training" not in capsys.readouterr().err
+
+
+def test_a_recipe_under_test_retrains_what_it_changes(tiny_run, tmp_path):
+    def ws(text=None):
+        extra = []
+        if text is not None:
+            (tmp_path / "recipe.toml").write_text(text)
+            extra = ["--config", str(tmp_path / "recipe.toml")]
+        return common.Workspace(common.parse_settings("test", "", TINY + [
+            "--out", str(tmp_path / "out"), "--runs", str(tiny_run)] + extra))
+
+    def retrained(w):
+        return {k for k in ("sparse", "dense_abp", "beta_vae", "vsc")
+                for s in w.seeds if w.needs_training(k, s)}
+
+    assert retrained(ws()) == set()  # the default's models are reused
+    prior = ws("[prior]\nfinal_slab_weight = 0.5\ndense_fraction = 0.3\n")
+    assert prior.base_config(1).prior.final_slab_weight == 0.5
+    assert prior.base_config(1).seed == 1 and prior.base_config().optim.epochs == \
+        common.MODES["tiny"]["epochs"]  # the seed and the mode's epochs stay the command's
+    assert retrained(prior) == {"sparse"}  # the dense prior and the amortised models ignore it
+    assert retrained(ws("[langevin]\nnum_steps = 7\n")) == {"sparse", "dense_abp"}
+
+
+def test_a_record_from_before_a_new_setting_is_the_same_request(tiny_run, tmp_path):
+    # a record written before prior.dense_fraction / slab_scale existed asks for their
+    # defaults; one that asked for something else is not reused
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run / "models" / "dense_abp", runs / "dense_abp")
+    record = runs / "dense_abp" / common.REQUEST
+    request = json.loads(record.read_text())
+    for key in ("dense_fraction", "slab_scale"):
+        del request["config"]["prior"][key]
+    record.write_text(json.dumps(request))
+    ws = common.Workspace(common.parse_settings("test", "", TINY + [
+        "--out", str(tmp_path / "out"), "--runs", str(runs)]))
+    assert not ws.needs_training("dense_abp", 0)
+    request["config"]["langevin"]["num_steps"] += 1
+    record.write_text(json.dumps(request))
+    assert ws.needs_training("dense_abp", 0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[optim]\nepochs = 3\n", "optim.epochs is set by the mode"),
+    ("seed = 4\n", "seed is set by --seed"),
+    ("[data]\nspec = 'digits'\n", "data is set by --data"),
+    ("[prior]\nslab_scale = -1.0\n", "prior.slab_scale must be a positive"),
+    ("[prior]\nbogus = 1\n", "unknown keys in config section 'prior'"),
+    ("[prior\n", "not valid TOML"),
+])
+def test_a_bad_recipe_is_one_line(text, message, tmp_path, capsys):
+    (tmp_path / "recipe.toml").write_text(text)
+    with pytest.raises(SystemExit) as caught:
+        run_all.main(CORE_ONLY + ["--out", str(tmp_path / "out"), "--config",
+                                  str(tmp_path / "recipe.toml")])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("argv, status, message", [

@@ -150,6 +150,7 @@ def test_bad_model_input():
     ("--latent-dim", "0", "latent_dim"), ("--lr", "nan", "lr"),
     ("--schedule", "fancy", "preset"), ("--network", "resnet", "network"),
     ("--final-slab-weight", "2", "final_slab_weight"), ("--epochs", "two", "epochs"),
+    ("--dense-fraction", "0.7", "dense_fraction"), ("--slab-scale", "0", "slab_scale"),
 ])
 def test_bad_flag_values(tmp_path, capsys, flag, value, match):
     out = tmp_path / "run"

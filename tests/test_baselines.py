@@ -316,6 +316,11 @@ def test_dense_config():
     matched = dense_config(config, latent_dim=2)
     assert matched.network.latent_dim == 2 and config.network.latent_dim == 4
     assert build_model(matched, (1, 8, 8), 2).schedule.is_dense
+    # the default preset's shape is the sparse recipe's: the dense model drops it
+    config.prior.preset, config.prior.dense_fraction, config.prior.slab_scale = "default", 0.3, 2.
+    dense = dense_config(config)
+    assert (dense.prior.dense_fraction, dense.prior.slab_scale) == (None, None)
+    assert build_model(dense, (1, 8, 8), 2).schedule.is_dense
 
 
 def test_dense_abp_baseline_trains(tmp_path):
@@ -336,6 +341,13 @@ def test_recommended_settings():
         assert fair.optim.epochs == 7 and config.optim.lr == 0.01  # config left unchanged
         assert options == ({"beta": 1.0} if kind == "beta_vae" else
                            {"alpha": 0.01, "c_start": 50.0, "c_end": 200.0})
+    # an amortised model uses neither the prior schedule nor the Langevin settings: a sparse
+    # recipe under test leaves its run (and its analyses request) as it is
+    tuned = tiny_config(epochs=7)
+    tuned.prior.final_slab_weight, tuned.prior.slab_scale = 0.5, 1.5
+    tuned.langevin.num_steps, tuned.langevin.step_size = 60, 0.1
+    for kind in KINDS:
+        assert recommended(kind, tuned)[0].to_dict() == recommended(kind, config)[0].to_dict()
 
 
 @pytest.mark.parametrize("losses, min_epochs, expected", [

@@ -143,6 +143,18 @@ def test_the_cli_takes_a_recipe(tmp_path, capsys):
     assert "image_size" in capsys.readouterr().err
 
 
+def test_the_cli_shapes_the_default_preset(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", "digits", "--epochs", "2",
+                 "--latent-dim", "4", "--num-steps", "3", "--eval-images", "20",
+                 "--batch-size", "300", "--quiet", "--device", "cpu",
+                 "--dense-fraction", "0.5", "--slab-scale", "1.5"]) == 0
+    config, _ = builders.read_run(out)
+    assert (config.prior.dense_fraction, config.prior.slab_scale) == (0.5, 1.5)
+    schedule = config.build_schedule(6)  # sized to 2 epochs of 6 iterations: half dense
+    assert schedule.warmup == 6 and schedule(0).slab_scale == 1.5
+
+
 def test_annealed_says_when_the_annealing_has_ended():
     schedule = psg.schedules.Schedule(psg.schedules.Curve("linear", 1.0, 0.5, 0, 10), 1.0, 0.1)
     annealed = psg.Annealed(schedule)

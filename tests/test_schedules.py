@@ -213,3 +213,38 @@ def test_from_dict_validation(data, match):
 def test_authors_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         schedules.authors(**kwargs)
+
+
+# ---- the default preset's shape: dense share and slab scale ----------------------------------
+
+
+def test_the_default_preset_takes_a_dense_share_and_a_slab_scale():
+    from pyro_sparsegen.config import TrainConfig
+
+    config = TrainConfig()
+    config.optim.epochs = 10
+    plain = config.build_schedule(40)  # 400 iterations
+    assert plain.warmup == 40 and plain(0).slab_scale == 1.0
+    config.prior.dense_fraction, config.prior.slab_scale = 0.3, 1.5
+    s = config.validate().build_schedule(40)
+    assert s.warmup == 120  # 30 % of the run dense, then the same 50 % of annealing
+    assert all(s(t) == (1.0, 1.5, 1.5) for t in (0, 60, 119))
+    assert s(120).slab_weight == 1.0 and s(121).slab_weight < 1.0
+    assert s.end == 120 + 200 and s(399) == pytest.approx((0.8, 1.5, 0.04))
+    assert {s(t).slab_scale for t in range(0, 400, 13)} == {1.5}
+    # the spike narrows from the slab's own scale
+    assert s(130).spike_scale < 1.5 and s(130).spike_scale > plain(50).spike_scale
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dense_fraction": 0.6}, "dense_fraction must lie in"),
+    ({"dense_fraction": -0.1}, "dense_fraction must lie in"),
+    ({"slab_scale": 0.0}, "slab_scale must be a positive"),
+    ({"slab_scale": 2.0, "preset": "authors"}, "shapes the default and v1 presets only"),
+    ({"dense_fraction": 0.2, "preset": "dense"}, "shapes the default and v1 presets only"),
+])
+def test_the_default_preset_shape_is_checked(changes, message):
+    from pyro_sparsegen.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict({"prior": changes})

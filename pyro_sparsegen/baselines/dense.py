@@ -13,6 +13,7 @@ def dense_config(config: TrainConfig, latent_dim=None):
     out.prior.preset = "dense"
     out.network.input_norm = None
     out.prior.schedule = out.prior.final_slab_weight = out.prior.spike_scale = None
+    out.prior.dense_fraction = out.prior.slab_scale = None
     if latent_dim is not None:
         out.network.latent_dim = latent_dim
     return out.validate()

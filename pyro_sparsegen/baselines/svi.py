@@ -23,7 +23,7 @@ import torch
 
 from .. import builders
 from ..abp import TrainingError
-from ..config import ConfigError, TrainConfig, likelihood_scale
+from ..config import ConfigError, LangevinConfig, PriorConfig, TrainConfig, likelihood_scale
 from ..encoding import CodeInference
 from ..loop import Run
 from ..runtime import distributed, forked_rng
@@ -83,7 +83,9 @@ def recommended(kind, config: TrainConfig, *, max_epochs=200):
     - VSC as in Tonolini et al. (UAI 2019): alpha = 0.01, the gate sharpness c warmed up
       linearly from 50 to 200 over the first ``config.optim.epochs`` epochs, the slab's
       lambda warm-up over their first 10 %; the beta-VAE with beta = 1;
-    - their standard decoder: no column-norm constraint (``network.input_norm = None``).
+    - their standard decoder: no column-norm constraint (``network.input_norm = None``);
+    - the default ``prior`` and ``langevin`` sections: an amortised model uses neither, so a
+      sparse recipe under test (``analyses/run_all.py --config``) does not change its run.
 
     ``config`` itself is left unchanged.
     """
@@ -91,6 +93,7 @@ def recommended(kind, config: TrainConfig, *, max_epochs=200):
     out = TrainConfig.from_dict(config.to_dict())
     out.optim.lr, out.optim.beta1, out.optim.beta2 = 1e-3, 0.9, 0.999
     out.network.input_norm = None
+    out.prior, out.langevin = PriorConfig(), LangevinConfig()
     options = {"beta": 1.0} if kind == "beta_vae" else {"alpha": 0.01, "c_start": 50.0,
                                                         "c_end": 200.0}
     stopping = EarlyStopping(max_epochs=max(int(max_epochs), out.optim.epochs))
