@@ -20,7 +20,10 @@ Model keys:
 - ``sparse_learned_scale`` (:data:`LEARNED_SCALE`): the sparse model with
   ``prior.kind = "learned-scale"`` (slab weights and slab scales per dimension, learned after
   the annealing), on the main models' seeds; trained with the main models only with
-  ``--learned-scale`` (``learned_scale.py`` compares it with ``sparse``).
+  ``--learned-scale`` (``learned_scale.py`` compares it with ``sparse``);
+- ``sparse_e<N>``: the sparse model trained for N epochs (the mode's ``long_epochs``, 60 and
+  100, other than its own), on the main models' seeds; with ``--long-runs`` or in the full
+  mode (``long_runs.py``: the inactive-fraction target of longer runs).
 
 Seeds: the five main models (the core comparison) are trained on several seeds — 5 in the
 full mode, 3 with ``--quick``, 2 in the tests' ``--tiny`` — (``OUT/models/<key>`` for the
@@ -61,6 +64,7 @@ from pyro_sparsegen.runtime import resolve_device  # noqa: E402
 
 MODEL_KEYS = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
 LEARNED_SCALE = "sparse_learned_scale"  # the candidate default of issue 22, item 2
+LONG_PREFIX = "sparse_e"  # sparse_e<N>: the sparse model trained for N epochs (--long-runs)
 BASELINE_KINDS = ("beta_vae", "vsc")
 NOISE_LEVELS = ev.NOISE_LEVELS
 REQUEST = "analysis_request.json"  # what a model folder was trained for (written when done)
@@ -87,21 +91,24 @@ MONITOR_IMAGES = {"full": 500, "quick": 250, "tiny": 500}
 # docs/experiments.md), a few images and a token sampler in the tests' --tiny.
 BAYES_DENOISE = {"images": 200, "levels": ev.bayes.LEVELS, "chains": ev.bayes.CHAINS,
                  "warmup": ev.bayes.WARMUP, "draws": ev.bayes.DRAWS, "thin": ev.bayes.THIN}
+# the longer runs of the sparse model the inactive-fraction target also holds for (issue 22,
+# item 4: "in separate 60- and 100-epoch runs of the default"); --long-runs, or the full mode
+LONG_EPOCHS = (60, 100)
 MODES = {
     "full": {"epochs": 100, "seeds": 5, "test_images": None, "repeats": ev.REPEATS,
              "baseline_max_epochs": 200, "sweep": (0.2, 0.1, 0.05, 0.01),
              "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2),
-             "bayes_denoise": BAYES_DENOISE},
+             "bayes_denoise": BAYES_DENOISE, "long_epochs": LONG_EPOCHS},
     "quick": {"epochs": 10, "seeds": 3, "test_images": None, "repeats": ev.REPEATS,
               "baseline_max_epochs": 60, "sweep": (0.1, 0.01),
               "frontier": (4, 8, 12, 20, 50, 100), "fid_epochs": 10, "evidence": (400, 100, 2),
-              "bayes_denoise": BAYES_DENOISE},
+              "bayes_denoise": BAYES_DENOISE, "long_epochs": LONG_EPOCHS},
     "tiny": {"epochs": 3, "seeds": 2, "test_images": 100, "repeats": 2,
              "baseline_max_epochs": 5, "sweep": (0.1,), "frontier": (2, 4, 6), "fid_epochs": 3,
              "train_images": 200, "latent_dim": 6, "hidden": (32,), "batch_size": 25,
              "noise_scale": 0.1, "evidence": (60, 30, 1),
              "bayes_denoise": {"images": 4, "levels": 2, "chains": 2, "warmup": 10, "draws": 5,
-                               "thin": 1}},
+                               "thin": 1}, "long_epochs": (4, 5)},
 }
 PROBE_LABELS = ev.LABEL_COUNTS
 
@@ -118,6 +125,8 @@ def label(key):
              None: "noisy input, no model (floor)", "noisy_input": "noisy input (floor)"}
     if key is not None and key.startswith("sparse_w"):
         return f"sparse, final w = {key[len('sparse_w'):]}"
+    if key is not None and key.startswith(LONG_PREFIX):
+        return f"sparse, {key[len(LONG_PREFIX):]} epochs"
     if key is not None and key.startswith("dense_d"):
         return f"dense ABP, d = {key[len('dense_d'):]}"
     return names.get(key, key)
@@ -144,6 +153,7 @@ class Settings:
     jobs: int = None
     learned_scale: bool = False
     bayes_denoise: bool = False
+    long_runs: bool = False
     config: str = None  # --config: a partial training config, the recipe under test
     recipe: dict = None  # its mapping (read once, checked by parse_settings)
 
@@ -163,6 +173,12 @@ class Settings:
         """Whether ``run_all.py`` runs the Bayes denoising variant (``--bayes-denoise``; always
         in the full mode)."""
         return self.bayes_denoise or self.mode == "full"
+
+    @property
+    def run_long_runs(self):
+        """Whether the sparse model is also trained for the mode's ``long_epochs``
+        (``--long-runs``; always in the full mode)."""
+        return self.long_runs or self.mode == "full"
 
     @property
     def options(self):
@@ -194,6 +210,11 @@ def parser(prog, description, *, jobs=False):
                    help="also the sparse model with learned slab weights and scales (prior "
                         "kind learned-scale) on the main models' seeds, and run_all's "
                         "comparison of it with the sparse model (learned_scale.py)")
+    p.add_argument("--long-runs", action="store_true",
+                   help="also the sparse model trained for 60 and 100 epochs on the main "
+                        "models' seeds: the inactive-fraction target of longer runs "
+                        "(long_runs.py; always in the full mode; about 9 minutes more on 2 "
+                        "CPU cores)")
     p.add_argument("--runs", metavar="DIR",
                    help="reuse the finished models in DIR/models/<key>/ (or DIR/<key>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -250,7 +271,8 @@ def parse_settings(prog, description, argv=None, *, jobs=False):
                     threads=args.threads, beta=args.beta, progress=sys.stderr.isatty(),
                     sweeps=args.sweeps, jobs=getattr(args, "jobs", None),
                     learned_scale=args.learned_scale,
-                    bayes_denoise=args.bayes_denoise, config=args.config, recipe=recipe)
+                    bayes_denoise=args.bayes_denoise, long_runs=args.long_runs,
+                    config=args.config, recipe=recipe)
 
 
 # what a --config file may not set: the command line and the mode do
@@ -634,7 +656,8 @@ class Workspace:
         return list(range(self.settings.seeds or self.mode["seeds"]))
 
     def seeds_of(self, key):
-        return self.seeds if key in MODEL_KEYS or key == LEARNED_SCALE else [0]
+        return self.seeds if key in MODEL_KEYS or key == LEARNED_SCALE or \
+            key.startswith(LONG_PREFIX) else [0]
 
     @property
     def sweeps(self):
@@ -697,6 +720,13 @@ class Workspace:
                          reverse=True)
         return [(w, "sparse" if same(w) else f"sparse_w{w:g}") for w in weights]
 
+    def long_runs(self):
+        """``[(epochs, key)]`` of the longer runs of the sparse model (the mode's
+        ``long_epochs``; the main sparse model where its own length is one of them)."""
+        own = self.base_config().optim.epochs
+        return [(e, "sparse" if e == own else f"{LONG_PREFIX}{e}")
+                for e in self.mode["long_epochs"]]
+
     def frontier(self):
         """``[(latent size, key)]`` of the dense models on the sparsity frontier: the mode's
         sizes, the main dense model's and the matched one's (sharing their runs)."""
@@ -751,6 +781,9 @@ class Workspace:
             return "abp", config, {}, None
         if key == LEARNED_SCALE:
             config.prior.kind = "learned-scale"
+            return "abp", config.validate(), {}, None
+        if key.startswith(LONG_PREFIX):
+            config.optim.epochs = int(key[len(LONG_PREFIX):])
             return "abp", config.validate(), {}, None
         if key.startswith("sparse_w"):
             config.prior.final_slab_weight = float(key[len("sparse_w"):])
@@ -1022,9 +1055,12 @@ CORE_ORDER = ("sparse", "dense_abp", "dense_matched", "beta_vae", "vsc")
 
 
 def core_keys(ws):
-    """The models :func:`train_core_models` trains, in its order: :data:`CORE_ORDER`, and
-    :data:`LEARNED_SCALE` after ``sparse`` with ``--learned-scale``."""
-    return CORE_ORDER[:1] + ((LEARNED_SCALE,) if ws.settings.learned_scale else ()) + \
+    """The models :func:`train_core_models` trains, in its order: the longer runs of
+    ``--long-runs`` (longest first), :data:`CORE_ORDER`, and :data:`LEARNED_SCALE` after
+    ``sparse`` with ``--learned-scale``."""
+    long = tuple(key for _, key in sorted(ws.long_runs(), reverse=True) if key != "sparse") \
+        if ws.settings.run_long_runs else ()
+    return long + CORE_ORDER[:1] + ((LEARNED_SCALE,) if ws.settings.learned_scale else ()) + \
         CORE_ORDER[1:]
 
 

@@ -47,6 +47,14 @@ baselines' training settings, the models (``trained_by``: ``pool``, ``main proce
 the reference MSEs and FIDs, the targets and the timings. Numbers that are not defined for a
 model are ``null``.
 
+``--long-runs`` (always in the full mode) also trains the sparse model for 60 and 100 epochs
+(each its own run, the annealing sized to it) on the main models' seeds, side by side with
+them (``long_runs.py``: 6 models of 3–6 minutes with ``--quick``, about 9 minutes more on 2
+cores); its key ``long_runs`` (epochs as text → ``seed_values``, the seed means of
+``inactive_fraction``, ``mean_active``, ``test_mse``, ``zeroed_mse`` with ``*_sd``, and
+``verdict``: :func:`common.threshold_verdict` against 0.85) adds a target row per length;
+without it those rows read "not run (--long-runs)" and the key is empty.
+
 With ``--config FILE`` (a partial training config, TOML or JSON) every model built from the
 base config is trained with the file's settings over the package's default: the recipe under
 test (issue 22, item 4). What a setting does not touch is reused from ``--runs`` (the β-VAE
@@ -79,6 +87,7 @@ import denoise_classify
 import denoise_quality
 import explainability
 import learned_scale
+import long_runs
 import reconstruction_sparsity
 import sample_quality
 import transfer
@@ -86,9 +95,11 @@ import variant_priors
 
 SCRIPTS = (reconstruction_sparsity, denoise_classify, denoise_quality, bayes_denoise,
            classify_codes, sample_quality, explainability, variant_priors, transfer,
-           learned_scale)
+           learned_scale, long_runs)
 SWEEP_SCRIPTS = (variant_priors, transfer)  # only with --sweeps (or in the full mode)
 LEARNED_SCALE_SCRIPTS = (learned_scale,)  # only with --learned-scale
+LONG_RUN_SCRIPTS = (long_runs,)  # only with --long-runs (or in the full mode)
+LONG_SKIP = "not run (--long-runs)"
 # only with --bayes-denoise (or in the full mode): the tempered sampler on 200 test images,
 # about 2.5 minutes per model, seed and noise level on CPU
 BAYES_SCRIPTS = (bayes_denoise,)
@@ -110,10 +121,12 @@ def scripts_for(ws):
     """The scripts this run runs: :data:`SCRIPTS`, without :data:`SWEEP_SCRIPTS` unless the
     sweeps run, without :data:`BAYES_SCRIPTS` unless the Bayes denoising variant does
     (:attr:`common.Settings.run_bayes_denoise`) and without :data:`LEARNED_SCALE_SCRIPTS`
-    unless ``--learned-scale``."""
+    unless ``--learned-scale``, without :data:`LONG_RUN_SCRIPTS` unless the longer runs are
+    trained (:attr:`common.Settings.run_long_runs`)."""
     return tuple(s for s in SCRIPTS if (ws.sweeps or s not in SWEEP_SCRIPTS) and
                  (ws.settings.run_bayes_denoise or s not in BAYES_SCRIPTS) and
-                 (ws.settings.learned_scale or s not in LEARNED_SCALE_SCRIPTS))
+                 (ws.settings.learned_scale or s not in LEARNED_SCALE_SCRIPTS) and
+                 (ws.settings.run_long_runs or s not in LONG_RUN_SCRIPTS))
 
 
 def run(ws):
@@ -133,8 +146,9 @@ def run(ws):
     results = {key: merged.get(key, {}) for key in RESULT_KEYS}
     results["verdicts"] = verdicts(results)
     results["learned_scale"] = merged.get("learned_scale", {})
+    results["long_runs"] = merged.get("long_runs", {})
     checks = targets(results, merged.get("transfer"), threshold=ws.threshold,
-                     sweeps=ws.sweeps)
+                     sweeps=ws.sweeps, long=results["long_runs"] or None)
     results["meta"] = {
         "settings": {"data": ws.settings.data, "mode": ws.settings.mode,
                      "seed": ws.settings.seed, "seeds": [ws.settings.seed + s for s in ws.seeds],
@@ -148,6 +162,7 @@ def run(ws):
                      "sweeps": ws.sweeps, "jobs": ws.jobs,
                      "learned_scale": ws.settings.learned_scale,
                      "bayes_denoise": ws.settings.run_bayes_denoise,
+                     "long_runs": ws.settings.run_long_runs,
                      "config": ws.settings.config, "recipe": ws.settings.recipe},
         "skipped": [] if ws.sweeps else list(SKIPPED),
         "baselines": baseline_settings(ws),
@@ -309,15 +324,18 @@ def _overall(rivals):
     return (common.ONE_SEED if common.ONE_SEED in found else common.NOT_MEASURED), None
 
 
-def targets(results, transferred=None, *, threshold=common.ACTIVE_THRESHOLD, sweeps=True):
+def targets(results, transferred=None, *, threshold=common.ACTIVE_THRESHOLD, sweeps=True,
+            long=None):
     """Issue 15's targets for the sparse model from the seed-level verdicts (:func:`verdicts`
     of ``results``): ``[{target, measured, verdict, met, rivals}]``, where ``measured`` holds
     the seed means, ``rivals`` ``{rival (or "threshold"): verdict dict}``, ``verdict`` the
     target's (*met* when every comparison wins or is not worse / the threshold is met) and
     ``met`` True / False / None (undecided, one seed, not measured); ``transferred`` adds one
     target per data set of ``transfer.py`` (one seed: ``met`` as measured), or with
-    ``sweeps`` off one "not run (--sweeps)" row each; ``threshold``: the analysis's (|z|
-    above it is active)."""
+    ``sweeps`` off one "not run (--sweeps)" row each; ``long`` (``long_runs.py``'s
+    ``{epochs: entry}``) the inactive fraction of the longer runs, one row per length (without
+    it, one :data:`LONG_SKIP` row per :data:`common.LONG_EPOCHS`); ``threshold``: the
+    analysis's (|z| above it is active)."""
     sparse, out = results["sparse"], []
     found = results.get("verdicts") or verdicts(results)
 
@@ -329,6 +347,15 @@ def targets(results, transferred=None, *, threshold=common.ACTIVE_THRESHOLD, swe
     v = found["inactive_fraction"]
     add(f"inactive fraction (|z| ≤ {threshold:g}) ≥ {INACTIVE_TARGET:g}",
         common.fmt(sparse.get("inactive_fraction"), 3), {"threshold": v})
+    for epochs in (long or dict.fromkeys(map(str, common.LONG_EPOCHS))):
+        target = f"inactive fraction (|z| ≤ {threshold:g}) ≥ {INACTIVE_TARGET:g} after " \
+            f"{epochs} epochs (its own run)"
+        if long is None:
+            out.append({"target": target, "measured": LONG_SKIP, "verdict": LONG_SKIP,
+                        "met": None, "rivals": None})
+        else:
+            add(target, common.fmt(long[epochs]["inactive_fraction"], 3),
+                {"threshold": long[epochs]["verdict"]})
     zeroed, dense = sparse.get("zeroed_mse"), results["dense_abp"].get("test_mse")
     ratios = [z / t for z, t in zip(_seed_values(results, "sparse", "zeroed_mse") or [],
                                     _seed_values(results, "dense_abp", "test_mse") or [])

@@ -374,7 +374,7 @@ class TrainConfig:
 
 def read_mapping(path):
     """The mapping in a JSON (``.json``) or TOML (``.toml``) config file, as written (a
-    partial config: :meth:`TrainConfig.from_dict` fills in the rest); an unreadable or
+    partial config: ``TrainConfig.from_dict`` fills in the rest); an unreadable or
     malformed file is a one-line :class:`ConfigError`."""
     path = os.fspath(path)
     try:

@@ -27,10 +27,12 @@ sys.path.insert(0, str(ANALYSES))
 import bayes_denoise  # noqa: E402
 import classify_codes  # noqa: E402
 import common  # noqa: E402
+import compare_recipes  # noqa: E402
 import denoise_classify  # noqa: E402
 import denoise_quality  # noqa: E402
 import explainability  # noqa: E402
 import learned_scale  # noqa: E402
+import long_runs  # noqa: E402
 import reconstruction_sparsity  # noqa: E402
 import run_all  # noqa: E402
 import sample_quality  # noqa: E402
@@ -374,7 +376,10 @@ def test_targets_follow_the_seed_verdicts():
         "denoise accuracy at σ = 0.7 clipped": "missed",  # below dense ABP's 0.52
         "sample FID ≤ dense ABP's": "missed", "mean class Jaccard < 0.3": "met",
         "transfer digits8 (digits): inactive ≥ 0.80": "not run (--sweeps)",
-        "transfer mnist14 (mnist5k): inactive ≥ 0.80": "not run (--sweeps)"}
+        "transfer mnist14 (mnist5k): inactive ≥ 0.80": "not run (--sweeps)",
+        "inactive fraction (|z| ≤ 0.2) ≥ 0.85 after 60 epochs (its own run)": run_all.LONG_SKIP,
+        "inactive fraction (|z| ≤ 0.2) ≥ 0.85 after 100 epochs (its own run)":
+            run_all.LONG_SKIP}
     rivals = checks["denoise accuracy at σ = 0.7"]["rivals"]
     assert {r: v["verdict"] for r, v in rivals.items()} == {
         "dense_abp": "not worse", "dense_matched": "wins", "beta_vae": "wins", "vsc": "wins"}
@@ -391,7 +396,18 @@ def test_targets_follow_the_seed_verdicts():
         for f, vs in value.items()}) for field, value in entry.items()}
         for key, entry in results.items()}
     for c in run_all.targets(single):
-        assert c["met"] is None and c["verdict"] == common.ONE_SEED, c["target"]
+        if c["verdict"] != run_all.LONG_SKIP:
+            assert c["met"] is None and c["verdict"] == common.ONE_SEED, c["target"]
+    # the longer runs' inactive fraction, one row per length, as its threshold verdict says
+    long = {e: {"inactive_fraction": float(np.mean(v)),
+                "verdict": common.threshold_verdict(v, 0.85, at_least=True)}
+            for e, v in (("60", [0.90, 0.91, 0.89]), ("100", [0.84, 0.83, 0.85]))}
+    found = {c["target"]: c for c in run_all.targets(results, long=long)}
+    after = {e: found[f"inactive fraction (|z| ≤ 0.2) ≥ 0.85 after {e} epochs (its own run)"]
+             for e in long}
+    assert (after["60"]["verdict"], after["60"]["met"]) == ("met", True)
+    assert (after["100"]["verdict"], after["100"]["met"]) == ("missed", False)
+    assert after["100"]["measured"] == "0.840"
 
 
 def test_results_hold_seed_values_and_verdicts(results):
@@ -502,7 +518,7 @@ def test_without_sweeps_the_one_seed_extras_are_skipped(core_only):
     out, ws, results, ran = core_only
     assert ran == [s.NAME for s in run_all.SCRIPTS if s not in run_all.SWEEP_SCRIPTS +
                    run_all.LEARNED_SCALE_SCRIPTS + run_all.BAYES_SCRIPTS +
-                   (reconstruction_sparsity,)]
+                   run_all.LONG_RUN_SCRIPTS + (reconstruction_sparsity,)]
     meta = results["meta"]
     assert meta["skipped"] == list(run_all.SKIPPED) and meta["settings"]["sweeps"] is False
     assert meta["settings"]["learned_scale"] is False and results["learned_scale"] == {}
@@ -516,7 +532,9 @@ def test_without_sweeps_the_one_seed_extras_are_skipped(core_only):
     assert "not run (add --sweeps)" in report and "Slab-weight sweep (" not in report
     assert variant_priors.TITLE not in report and transfer.TITLE not in report
     rows = [c for c in meta["targets"] if c["verdict"] == "not run (--sweeps)"]
-    assert len(meta["targets"]) == 10 and len(rows) == len(transfer.DATASETS)
+    assert len(meta["targets"]) == 12 and len(rows) == len(transfer.DATASETS)
+    assert [c["verdict"] for c in meta["targets"]].count(run_all.LONG_SKIP) == 2
+    assert meta["settings"]["long_runs"] is False and results["long_runs"] == {}
 
 
 def test_a_failed_training_job_is_one_line_naming_the_model(tiny_run, tmp_path):
@@ -676,6 +694,31 @@ def test_finished_models_are_not_retrained(tiny_run, capsys):
     assert "training" not in capsys.readouterr().err
 
 
+def test_long_runs_train_each_length_and_check_the_inactive_fraction(tiny_run, tmp_path):
+    ws = common.Workspace(common.parse_settings("test", "", TINY + [
+        "--out", str(tmp_path), "--runs", str(tiny_run), "--long-runs"]))
+    assert ws.long_runs() == [(4, "sparse_e4"), (5, "sparse_e5")]  # --tiny's lengths
+    assert common.core_keys(ws)[:3] == ("sparse_e5", "sparse_e4", "sparse")
+    assert long_runs in run_all.scripts_for(ws)
+    with common.cpu_threads(ws.settings, ws.device):
+        section = long_runs.run(ws)
+    entries = section.results["long_runs"]
+    for epochs in ("4", "5"):
+        entry = entries[epochs]
+        for seed in ws.seeds:  # its own run of that length, the schedule sized to it
+            m = ws.model(entry["key"], seed)
+            assert m.config.optim.epochs == int(epochs) and m.trained_seconds is not None
+            assert entry["seed_values"]["inactive_fraction"][seed] == pytest.approx(
+                ws.summary(entry["key"], seed)["inactive_fraction"])
+        assert entry["verdict"] == common.threshold_verdict(
+            entry["seed_values"]["inactive_fraction"], 0.85, at_least=True)
+    assert "sparse_e5" in section.markdown() and common.label("sparse_e5") == \
+        "sparse, 5 epochs"
+    # a run of the mode's own length is the main sparse model
+    ws.mode = dict(ws.mode, long_epochs=(3, 5))
+    assert ws.long_runs() == [(3, "sparse"), (5, "sparse_e5")]
+
+
 def test_a_recipe_under_test_retrains_what_it_changes(tiny_run, tmp_path):
     def ws(text=None):
         extra = []
@@ -714,6 +757,41 @@ def test_a_record_from_before_a_new_setting_is_the_same_request(tiny_run, tmp_pa
     request["config"]["langevin"]["num_steps"] += 1
     record.write_text(json.dumps(request))
     assert ws.needs_training("dense_abp", 0)
+
+
+def test_compare_recipes_tabulates_the_seed_verdicts(tiny_run, results, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = json.loads(json.dumps(results))
+    changed["meta"]["settings"]["recipe"] = {"prior": {"dense_fraction": 0.3}}
+    changed["verdicts"]["denoise_accuracy"]["0.5"]["dense_matched"]["mean_difference"] = 0.123
+    (other / "results.json").write_text(json.dumps(changed))
+    assert compare_recipes.main([str(tiny_run), str(other), "--out", str(tmp_path / "c")]) == 0
+    table = tables((tmp_path / "c" / "recipes.md").read_text())[0]
+    assert [row[0] for row in table[1:]] == [f"`{tiny_run.name}`", "`other`"]
+    assert table[1][1] == "default" and table[2][1] == "prior.dense_fraction = 0.3"
+    column = table[0].index("σ 0.5 vs matched")
+    own = results["verdicts"]["denoise_accuracy"]["0.5"]["dense_matched"]
+    assert table[1][column] == common.fmt_verdict(own, 100.0, 1)
+    assert table[2][column].startswith("+12.3 ± ")
+    met = sum(1 for t in results["meta"]["targets"] if t["met"])
+    assert table[1][-1].startswith(f"{met} of ")
+    ratio = table[0].index("zeroed MSE / dense ABP test MSE ≤ 2")
+    seeds = results["sparse"]["seed_values"]["zeroed_mse"], \
+        results["dense_abp"]["seed_values"]["test_mse"]
+    mean = np.mean([z / t for z, t in zip(*seeds)])
+    assert table[1][ratio].startswith(f"{mean:.2f} ± ")
+    assert (tmp_path / "c" / "recipes.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "c" / "recipes.json").read_text())) == 2
+    capsys.readouterr()
+    # runs that do not compare, and a folder that is no run: one line each
+    changed["meta"]["settings"]["mode"] = "quick"
+    (other / "results.json").write_text(json.dumps(changed))
+    for argv, message in (([str(tiny_run), str(other)], "mode 'quick' differs"),
+                          ([str(tmp_path / "nothing")], "cannot read")):
+        assert compare_recipes.main(argv + ["--out", str(tmp_path / "d")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
 
 
 @pytest.mark.parametrize("text, message", [
