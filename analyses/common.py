@@ -844,7 +844,9 @@ class Workspace:
     def _request_record(self, name, kind, config, options=None, stopping=None, model_class=None,
                         data=None):
         """What ``OUT/models/<name>/analysis_request.json`` records of a run: a finished run
-        with the same record is reused."""
+        with the same record is reused. An ABP run's record holds the prior's schedule as
+        built (``Schedule.to_dict``): a preset whose defaults changed since is another
+        request."""
         train, monitor = data or (self.train, self.monitor)
         settings = {k: v for k, v in config.to_dict().items() if k != "device"}
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in (options or {}).items()}
@@ -853,6 +855,9 @@ class Workspace:
                    "early_stopping": None if stopping is None else stopping.to_dict(),
                    "train_images": len(train), "monitor_images": len(monitor),
                    "mode": self.settings.mode}
+        if kind == "abp":  # the schedule the preset gives today: a changed default retrains
+            per_epoch = math.ceil(len(train) / config.optim.batch_size)
+            request["schedule"] = config.build_schedule(per_epoch).to_dict()
         if model_class is not None:
             request["model_class"] = psg.checkpoint.class_path(model_class)
         return request

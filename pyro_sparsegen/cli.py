@@ -60,7 +60,7 @@ def build_parser():
     t.add_argument("--spike-scale", type=float, help="the schedule's final spike scale")
     t.add_argument("--dense-fraction", type=float,
                    help="the share of the run the default / v1 schedule keeps the prior dense "
-                        "before annealing (default 0.1; at most 0.5)")
+                        "before annealing (default 0.3, v1 0.1; at most 0.5)")
     t.add_argument("--slab-scale", type=float,
                    help="the slab's scale in the default / v1 schedule (default 1)")
     t.add_argument("--batch-size", type=int)

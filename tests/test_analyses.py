@@ -147,7 +147,7 @@ def test_run_all_writes_report_and_results(tiny_run, results):
     assert meta["models"]["vsc_seed1"]["early_stopping"]["min_epochs"] == 3
     assert {"sparse", "sparse_w0.1"} == set(meta["sweep"])
     assert {"dense_d2", "dense_matched", "dense_abp"} <= set(meta["frontier"])
-    assert len(meta["targets"]) == 10  # 8 on the main data, one per transfer data set
+    assert len(meta["targets"]) == 12  # 8 on the main data, 2 longer runs, 1 per transfer set
     fid = meta["fid_reference"]  # two halves of the test images: the estimate's noise level
     assert fid["two halves of the test images"] < 0.2 * fid["uniform noise images"]
     report = (tiny_run / "report.md").read_text()
@@ -757,6 +757,17 @@ def test_a_record_from_before_a_new_setting_is_the_same_request(tiny_run, tmp_pa
     request["config"]["langevin"]["num_steps"] += 1
     record.write_text(json.dumps(request))
     assert ws.needs_training("dense_abp", 0)
+
+
+def test_a_changed_default_schedule_retrains_the_sparse_models(tiny_run, tmp_path,
+                                                              monkeypatch):
+    # the preset's defaults are not config fields: the record holds the schedule as built
+    ws = common.Workspace(common.parse_settings("test", "", TINY + [
+        "--out", str(tmp_path / "out"), "--runs", str(tiny_run)]))
+    assert not any(ws.needs_training(k, 0) for k in ("sparse", "dense_abp", "beta_vae"))
+    monkeypatch.setitem(psg.config.DENSE_FRACTION, "default", 0.45)
+    assert ws.needs_training("sparse", 0)
+    assert not ws.needs_training("dense_abp", 0) and not ws.needs_training("beta_vae", 0)
 
 
 def test_compare_recipes_tabulates_the_seed_verdicts(tiny_run, results, tmp_path, capsys):

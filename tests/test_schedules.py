@@ -224,16 +224,19 @@ def test_the_default_preset_takes_a_dense_share_and_a_slab_scale():
     config = TrainConfig()
     config.optim.epochs = 10
     plain = config.build_schedule(40)  # 400 iterations
-    assert plain.warmup == 40 and plain(0).slab_scale == 1.0
-    config.prior.dense_fraction, config.prior.slab_scale = 0.3, 1.5
+    assert plain.warmup == 120 and plain(0).slab_scale == 1.0  # 30 % dense by default
+    v1 = TrainConfig.recipe("v1")
+    v1.optim.epochs = 10
+    assert v1.build_schedule(40).warmup == 40  # the first release's 10 %
+    config.prior.dense_fraction, config.prior.slab_scale = 0.4, 1.5
     s = config.validate().build_schedule(40)
-    assert s.warmup == 120  # 30 % of the run dense, then the same 50 % of annealing
-    assert all(s(t) == (1.0, 1.5, 1.5) for t in (0, 60, 119))
-    assert s(120).slab_weight == 1.0 and s(121).slab_weight < 1.0
-    assert s.end == 120 + 200 and s(399) == pytest.approx((0.8, 1.5, 0.04))
+    assert s.warmup == 160  # 40 % of the run dense, then the same 50 % of annealing
+    assert all(s(t) == (1.0, 1.5, 1.5) for t in (0, 60, 159))
+    assert s(160).slab_weight == 1.0 and s(161).slab_weight < 1.0
+    assert s.end == 160 + 200 and s(399) == pytest.approx((0.8, 1.5, 0.04))
     assert {s(t).slab_scale for t in range(0, 400, 13)} == {1.5}
     # the spike narrows from the slab's own scale
-    assert s(130).spike_scale < 1.5 and s(130).spike_scale > plain(50).spike_scale
+    assert s(170).spike_scale < 1.5 and s(170).spike_scale > plain(130).spike_scale
 
 
 @pytest.mark.parametrize("changes, message", [

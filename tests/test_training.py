@@ -400,8 +400,8 @@ def test_infer_codes_keeps_no_batch_past_the_next():
 @pytest.mark.parametrize("how", ["inactive", "zeroed"])
 def test_a_collapse_after_the_annealing_stops_and_keeps_the_best_checkpoint(tmp_path,
                                                                            monkeypatch, how):
-    # the default schedule ends its annealing at 60 % of the run: iteration 7 of 12 (epoch 4);
-    # from epoch 5 on the held-out codes collapse
+    # the default schedule with 10 % of the run dense ends its annealing at 60 % of the run:
+    # iteration 7 of 12 (epoch 4); from epoch 5 on the held-out codes collapse
     original = monitor.evaluate
 
     def collapsing(model, *args, **kwargs):
@@ -414,7 +414,7 @@ def test_a_collapse_after_the_annealing_stops_and_keeps_the_best_checkpoint(tmp_
         return figures
 
     monkeypatch.setattr(monitor, "evaluate", collapsing)
-    config = tiny_config(optim__epochs=6)
+    config = tiny_config(optim__epochs=6, prior__dense_fraction=0.1)
     assert config.build_schedule(2).end == 7
     with pytest.raises(TrainingError, match=r"^collapse after the annealing at epoch 5: .*"
                                             r"the best checkpoint is best.h5 \(epoch 4") as info:
@@ -433,7 +433,8 @@ def test_a_run_collapsed_from_the_annealing_on_is_warned_about_and_goes_on(tmp_p
 
     def collapsed(model, *args, **kwargs):
         figures = original(model, *args, **kwargs)
-        if model.iteration >= 8:  # every epoch after the annealing (epoch 4 on)
+        # every epoch after the annealing (epoch 4 on, with 10 % of the run dense)
+        if model.iteration >= 8:
             figures["inactive_fraction_threshold"] = 1.0
         return figures
 
@@ -441,7 +442,7 @@ def test_a_run_collapsed_from_the_annealing_on_is_warned_about_and_goes_on(tmp_p
     with pytest.warns(monitor.CollapseWarning, match=r"^epoch 4, after the annealing: 100.0% "
                                                       r"of the held-out codes inactive; no "
                                                       r"earlier healthy epoch"):
-        run(tiny_config(optim__epochs=6), tmp_path, figures=False)
+        run(tiny_config(optim__epochs=6, prior__dense_fraction=0.1), tmp_path, figures=False)
     assert checkpoint.load(tmp_path / "checkpoint.h5").progress["epoch"] == 6
     assert not (tmp_path / "best.h5").exists()
 
