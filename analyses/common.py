@@ -213,8 +213,8 @@ def parser(prog, description, *, jobs=False):
     p.add_argument("--long-runs", action="store_true",
                    help="also the sparse model trained for 60 and 100 epochs on the main "
                         "models' seeds: the inactive-fraction target of longer runs "
-                        "(long_runs.py; always in the full mode; about 9 minutes more on 2 "
-                        "CPU cores)")
+                        "(long_runs.py; always in the full mode; about 8 minutes more on 2 "
+                        "CPU cores with --quick)")
     p.add_argument("--runs", metavar="DIR",
                    help="reuse the finished models in DIR/models/<key>/ (or DIR/<key>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")

@@ -49,8 +49,8 @@ model are ``null``.
 
 ``--long-runs`` (always in the full mode) also trains the sparse model for 60 and 100 epochs
 (each its own run, the annealing sized to it) on the main models' seeds, side by side with
-them (``long_runs.py``: 6 models of 3–6 minutes with ``--quick``, about 9 minutes more on 2
-cores); its key ``long_runs`` (epochs as text → ``seed_values``, the seed means of
+them (``long_runs.py``: with ``--quick`` 6 models of 2.5–4.5 minutes, about 8 minutes more on 2
+cores, measured); its key ``long_runs`` (epochs as text → ``seed_values``, the seed means of
 ``inactive_fraction``, ``mean_active``, ``test_mse``, ``zeroed_mse`` with ``*_sd``, and
 ``verdict``: :func:`common.threshold_verdict` against 0.85) adds a target row per length;
 without it those rows read "not run (--long-runs)" and the key is empty.
