@@ -414,6 +414,9 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
       (``spike_scale``) over the first 60 % of the run.
     - ``constant``: ``w = final_slab_weight`` (0.1), spike ``spike_scale`` (0.1) throughout.
     """
+    if name not in SHAPED_PRESETS and (dense_fraction, slab_scale) != (None, None):
+        raise ConfigError(f"dense_fraction and slab_scale shape the default and v1 presets "
+                          f"only, not {name!r}")
     if name == "dense":
         return schedules.dense()
     if name == "authors":
@@ -427,9 +430,6 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
     if name == "constant":
         return schedules.constant(0.1 if final_slab_weight is None else final_slab_weight, 1.0,
                                   0.1 if spike_scale is None else spike_scale)
-    if name not in SHAPED_PRESETS and (dense_fraction, slab_scale) != (None, None):
-        raise ConfigError(f"dense_fraction and slab_scale shape the default and v1 presets "
-                          f"only, not {name!r}")
     if name in SHAPED_PRESETS:
         share = DENSE_FRACTION[name] if dense_fraction is None else dense_fraction
         warmup = int(share * total_iterations)
@@ -438,6 +438,9 @@ def preset_schedule(name, total_iterations, iterations_per_epoch=1, *, final_sla
         final_w = (0.8 if name == "default" else 0.5) if final_slab_weight is None \
             else final_slab_weight
         final_s = 0.04 if spike_scale is None else spike_scale
+        if slab <= final_s:
+            raise ConfigError(f"the slab's scale ({slab:g}) must exceed the final spike scale "
+                              f"({final_s:g}): the slab would become the spike")
         weight = schedules.Curve("cosine", 1.0, final_w, 0, span)
         spike = schedules.Curve("exponential", slab, final_s, 0, span)
         return schedules.Schedule(weight, slab, spike, warmup=warmup)

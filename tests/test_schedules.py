@@ -251,3 +251,14 @@ def test_the_default_preset_shape_is_checked(changes, message):
 
     with pytest.raises(ConfigError, match=message):
         TrainConfig.from_dict({"prior": changes})
+
+
+
+def test_the_preset_function_refuses_what_its_preset_cannot_take():
+    from pyro_sparsegen.config import ConfigError, preset_schedule
+
+    with pytest.raises(ConfigError, match="shape the default and v1 presets only"):
+        preset_schedule("authors", 100, 10, dense_fraction=0.3)
+    with pytest.raises(ConfigError, match="must exceed the final spike scale"):
+        preset_schedule("default", 100, 10, slab_scale=0.03)
+    assert preset_schedule("default", 100, 10, slab_scale=0.05).slab_scale(0) == 0.05
