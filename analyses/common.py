@@ -276,8 +276,8 @@ def parse_settings(prog, description, argv=None, *, jobs=False):
 
 
 # what a --config file may not set: the command line and the mode do
-RECIPE_FIXED = {"data": "--data", "device": "--device", "seed": "--seed", "model": None,
-                ("optim", "epochs"): "the mode (--quick)"}
+RECIPE_FIXED = {("data",): "--data", ("device",): "--device", ("seed",): "--seed",
+                ("model",): None, ("optim", "epochs"): "the mode (--quick)"}
 
 
 def read_recipe(path):
@@ -287,14 +287,12 @@ def read_recipe(path):
     data = train_config.read_mapping(path)
     if not isinstance(data, dict):
         raise psg.ConfigError(f"{path}: a config must be a mapping")
-    for key, owner in RECIPE_FIXED.items():
-        section, name = key if isinstance(key, tuple) else (key, None)
-        if section in data and (name is None or (isinstance(data[section], dict)
-                                                 and name in data[section])):
-            shown = section if name is None else f"{section}.{name}"
+    for (section, *name), owner in RECIPE_FIXED.items():
+        found = data.get(section)
+        if section in data and (not name or (isinstance(found, dict) and name[0] in found)):
             by = f"set by {owner}" if owner else "not supported by the analyses (built-in " \
                 "models only)"
-            raise psg.ConfigError(f"{path}: {shown} is {by}")
+            raise psg.ConfigError(f"{path}: {'.'.join([section, *name])} is {by}")
     try:
         psg.TrainConfig.from_dict(data)
     except TypeError as e:

@@ -22,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
+import run_all
 from pyro_sparsegen import cli, files
 from pyro_sparsegen.errors import first_line
 
@@ -75,13 +76,10 @@ def mse_ratio(results):
     """The sparse model's zeroed test MSE over dense ABP's test MSE, per seed: a threshold
     entry (``mean``, ``interval``, ``n_seeds``, ``threshold`` 2) with the verdict of the
     seed-level comparison against twice the dense MSE (``verdicts.zeroed_mse.dense_abp``)."""
-    values = [_lookup(results, (key, "seed_values", field)) or []
-              for key, field in (("sparse", "zeroed_mse"), ("dense_abp", "test_mse"))]
-    ratios = [z / t for z, t in zip(*values) if z is not None and t]
-    mean, half, n = common.mean_interval(ratios)
+    mean, half, n = common.mean_interval(run_all.zeroed_mse_ratios(results))
     verdict = _lookup(results["verdicts"], ("zeroed_mse", "dense_abp")) or {}
     return {"mean": mean, "interval": None if half is None else [mean - half, mean + half],
-            "n_seeds": n, "threshold": 2.0,
+            "n_seeds": n, "threshold": run_all.MSE_RATIO_TARGET,
             "verdict": verdict.get("verdict", common.NOT_MEASURED)}
 
 
@@ -104,12 +102,22 @@ def rows(runs):
 
 
 def _recipe_text(recipe):
+    """``section.key = value, ...`` of a ``--config`` mapping; ``default`` for none."""
     if not recipe:
         return "default"
-    return ", ".join(f"{section}.{k} = {v}" if isinstance(values, dict) else f"{section} = "
-                     f"{values}" for section, values in sorted(recipe.items())
-                     for k, v in (sorted(values.items()) if isinstance(values, dict)
-                                  else [(None, values)]))
+    parts = []
+    for section, values in sorted(recipe.items()):
+        if isinstance(values, dict):
+            parts += [f"{section}.{k} = {v}" for k, v in sorted(values.items())]
+        else:
+            parts.append(f"{section} = {values}")
+    return ", ".join(parts)
+
+
+def _figure_key(v):
+    """The key a comparison's figure is under: ``mean`` for a threshold entry, else the
+    difference's."""
+    return "mean" if v is not None and "threshold" in v else "mean_difference"
 
 
 def table(found):
@@ -120,9 +128,9 @@ def table(found):
                  ", ".join(map(str, r["matched"] or [])) or common.MISSING]
         for column, _, scale, digits in COLUMNS:
             v = r["comparisons"][column]
-            threshold = v is not None and "threshold" in v
-            cells.append(common.fmt_verdict(v, scale, digits, key="mean" if threshold
-                                            else "mean_difference", signed=not threshold))
+            key = _figure_key(v)
+            cells.append(common.fmt_verdict(v, scale, digits, key=key,
+                                            signed=key == "mean_difference"))
         cells.append(f"{r['met']} of {r['decided']}")
         body.append(cells)
     return common.md_table(["run", "recipe", "matched d"] + [c[0] for c in COLUMNS] +
@@ -142,7 +150,7 @@ def figure(found, path):
         column, _, scale, _ = COLUMNS[index]
         for y, r in enumerate(found):
             v = r["comparisons"][column]
-            key = "mean" if v is not None and "threshold" in v else "mean_difference"
+            key = _figure_key(v)
             if v is None or v.get(key) is None or not math.isfinite(v[key]):
                 continue
             low, high = v["interval"] or (v[key], v[key])

@@ -272,6 +272,14 @@ def _seed_values(results, key, field, sub=None):
     return values
 
 
+def zeroed_mse_ratios(results):
+    """Per seed, the sparse model's zeroed test MSE over dense ABP's test MSE (the seeds with
+    both figures)."""
+    return [z / t for z, t in zip(_seed_values(results, "sparse", "zeroed_mse") or [],
+                                  _seed_values(results, "dense_abp", "test_mse") or [])
+            if z is not None and t]
+
+
 def _compare(own, theirs, **rule):
     """:func:`common.seed_verdict`, or a *not measured* entry when either side is missing."""
     if own is None or theirs is None:
@@ -347,7 +355,8 @@ def targets(results, transferred=None, *, threshold=common.ACTIVE_THRESHOLD, swe
     v = found["inactive_fraction"]
     add(f"inactive fraction (|z| ≤ {threshold:g}) ≥ {INACTIVE_TARGET:g}",
         common.fmt(sparse.get("inactive_fraction"), 3), {"threshold": v})
-    for epochs in (long or dict.fromkeys(map(str, common.LONG_EPOCHS))):
+    lengths = list(long) if long else [str(e) for e in common.LONG_EPOCHS]
+    for epochs in lengths:
         target = f"inactive fraction (|z| ≤ {threshold:g}) ≥ {INACTIVE_TARGET:g} after " \
             f"{epochs} epochs (its own run)"
         if long is None:
@@ -357,10 +366,7 @@ def targets(results, transferred=None, *, threshold=common.ACTIVE_THRESHOLD, swe
             add(target, common.fmt(long[epochs]["inactive_fraction"], 3),
                 {"threshold": long[epochs]["verdict"]})
     zeroed, dense = sparse.get("zeroed_mse"), results["dense_abp"].get("test_mse")
-    ratios = [z / t for z, t in zip(_seed_values(results, "sparse", "zeroed_mse") or [],
-                                    _seed_values(results, "dense_abp", "test_mse") or [])
-              if z is not None and t]
-    ratio, half, n = common.mean_interval(ratios)
+    ratio, half, n = common.mean_interval(zeroed_mse_ratios(results))
     ratio_text = "—" if ratio is None else f"{ratio:.2f}" + (
         "" if half is None else f" ± {half:.2f}") + "×"
     d = results["dense_abp"].get("latent_dim")
